@@ -1,0 +1,164 @@
+"""Settings: defaults, the TOML file, RP_* environment variables and CLI flags.
+
+This is the only module that reads ``os.environ``-like mappings; ``load_config``
+takes the mapping as an argument so tests pass their own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ConfigError", "Settings", "load_config", "setting_names"]
+
+ENV_PREFIX = "RP_"
+
+
+class ConfigError(Exception):
+    """An invalid or unreadable setting; the message is one line naming it."""
+
+
+def _positive(value: float) -> str | None:
+    return None if value > 0 else "must be greater than 0"
+
+
+def _non_negative(value: float) -> str | None:
+    return None if value >= 0 else "must be 0 or greater"
+
+
+def _port(value: int) -> str | None:
+    return None if 0 <= value <= 65535 else "must be between 0 and 65535"
+
+
+def _one_of(*choices: str) -> Callable[[str], str | None]:
+    def check(value: str) -> str | None:
+        return None if value in choices else f"must be one of {', '.join(choices)}"
+
+    return check
+
+
+def _setting(default: Any, check: Callable[[Any], str | None] | None = None) -> Any:
+    return field(default=default, metadata={"check": check})
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Settings:
+    """Every tunable of the service. ``config/default.toml`` documents each one."""
+
+    host: str = _setting("0.0.0.0")
+    port: int = _setting(8080, _port)
+    stores: str = _setting("stores.csv")
+    log_level: str = _setting("info", _one_of("debug", "info", "warning", "error"))
+
+    workers: int = _setting(0, _non_negative)
+    verify: str = _setting("full", _one_of("full", "header"))
+    max_pixels: int = _setting(50_000_000, _positive)
+    batch_size: int = _setting(48, _positive)
+
+    gpu_delay_min: float = _setting(0.1, _non_negative)
+    gpu_delay_max: float = _setting(0.4, _non_negative)
+
+    max_in_flight: int = _setting(128, _positive)
+    connect_timeout: float = _setting(5.0, _positive)
+    read_timeout: float = _setting(10.0, _positive)
+    total_timeout: float = _setting(30.0, _positive)
+    max_redirects: int = _setting(5, _non_negative)
+    max_image_bytes: int = _setting(25_000_000, _positive)
+
+    max_body_bytes: int = _setting(10_000_000, _positive)
+    max_images_per_job: int = _setting(100_000, _positive)
+    max_url_length: int = _setting(2048, _positive)
+    max_store_id_length: int = _setting(64, _positive)
+    default_page_size: int = _setting(100, _positive)
+    max_page_size: int = _setting(1000, _positive)
+
+    def __post_init__(self) -> None:
+        for spec in dataclasses.fields(self):
+            check = spec.metadata.get("check")
+            problem = check(getattr(self, spec.name)) if check else None
+            if problem:
+                raise ConfigError(
+                    f"invalid setting {spec.name}: {problem} (got {getattr(self, spec.name)!r})"
+                )
+        if self.gpu_delay_min > self.gpu_delay_max:
+            raise ConfigError(
+                "invalid setting gpu_delay_min: must not exceed gpu_delay_max "
+                f"({self.gpu_delay_min} > {self.gpu_delay_max})"
+            )
+        if self.default_page_size > self.max_page_size:
+            raise ConfigError("invalid setting default_page_size: must not exceed max_page_size")
+
+
+def setting_names() -> list[str]:
+    return [spec.name for spec in dataclasses.fields(Settings)]
+
+
+def _field_types() -> dict[str, type]:
+    # Resolve the string annotations that ``from __future__ import annotations`` leaves.
+    names = {"str": str, "int": int, "float": float, "bool": bool}
+    return {spec.name: names[str(spec.type)] for spec in dataclasses.fields(Settings)}
+
+
+_TYPES: dict[str, type] = _field_types()
+
+
+def _coerce(name: str, raw: object, source: str) -> object:
+    wanted = _TYPES[name]
+    if isinstance(raw, str) and wanted is not str:
+        text = raw.strip()
+        try:
+            if wanted is bool:
+                lowered = text.lower()
+                if lowered not in {"true", "false", "1", "0", "yes", "no"}:
+                    raise ValueError(text)
+                return lowered in {"true", "1", "yes"}
+            return wanted(text)
+        except ValueError:
+            raise ConfigError(
+                f"invalid setting {name} from {source}: expected {wanted.__name__}, got {raw!r}"
+            ) from None
+    if wanted is float and isinstance(raw, int) and not isinstance(raw, bool):
+        return float(raw)
+    if type(raw) is not wanted:
+        raise ConfigError(
+            f"invalid setting {name} from {source}: expected {wanted.__name__}, got {raw!r}"
+        )
+    return raw
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    unknown = sorted(set(data) - set(_TYPES))
+    if unknown:
+        raise ConfigError(f"unknown setting in {path}: {', '.join(unknown)}")
+    return data
+
+
+def load_config(
+    path: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, object] | None = None,
+) -> Settings:
+    """Build ``Settings``: defaults < file < ``RP_*`` environment < ``overrides`` (CLI)."""
+    values: dict[str, object] = {}
+    if path is not None:
+        for name, raw in _read_file(Path(path)).items():
+            values[name] = _coerce(name, raw, str(path))
+    for name in _TYPES:
+        env_name = ENV_PREFIX + name.upper()
+        if environ is not None and env_name in environ:
+            values[name] = _coerce(name, environ[env_name], env_name)
+    for name, raw in (overrides or {}).items():
+        if raw is not None:
+            values[name] = _coerce(name, raw, f"--{name.replace('_', '-')}")
+    return Settings(**values)  # type: ignore[arg-type]

@@ -1,0 +1,42 @@
+"""Domain errors that carry their HTTP status and a stable snake_case code."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "ApiError",
+    "BadRequest",
+    "NotFound",
+    "ServiceUnavailable",
+]
+
+
+class ApiError(Exception):
+    """Rendered by the error middleware as ``{"error": message, ...}``."""
+
+    status = 500
+    code = "internal_error"
+
+    def __init__(
+        self, message: str, *, details: Any = None, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+        self.headers = headers or {}
+
+
+class BadRequest(ApiError):
+    status = 400
+    code = "bad_request"
+
+
+class NotFound(ApiError):
+    status = 404
+    code = "not_found"
+
+
+class ServiceUnavailable(ApiError):
+    status = 503
+    code = "service_unavailable"

@@ -1,0 +1,88 @@
+"""Image measurement: plain synchronous Pillow code that runs inside pool workers.
+
+Nothing here imports asyncio or aiohttp; the functions are pickled by reference
+and called in worker processes, a batch of images per call to amortise IPC.
+"""
+
+from __future__ import annotations
+
+import signal
+import struct
+import warnings
+from dataclasses import dataclass
+from io import BytesIO
+
+from PIL import Image, UnidentifiedImageError
+
+__all__ = [
+    "MeasureFailure",
+    "Measurement",
+    "init_worker",
+    "measure_batch",
+    "measure_image",
+    "ping",
+]
+
+VERIFY_MODES = ("full", "header")
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    width: int
+    height: int
+
+    @property
+    def perimeter(self) -> int:
+        return 2 * (self.width + self.height)
+
+
+@dataclass(frozen=True, slots=True)
+class MeasureFailure:
+    reason: str
+
+
+def init_worker(max_pixels: int) -> None:
+    """Pool initializer: runs once in each worker process."""
+    # Ctrl-C reaches the whole process group; the parent owns shutdown, so
+    # workers ignore SIGINT instead of printing KeyboardInterrupt tracebacks.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # We check the pixel budget ourselves before decoding; Pillow's own bomb
+    # check stays on as a backstop, as an error rather than a warning.
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    warnings.simplefilter("error", Image.DecompressionBombWarning)
+
+
+def ping() -> bool:
+    """Cheap call that proves a worker is alive and answering."""
+    return True
+
+
+def measure_image(data: bytes, verify: str, max_pixels: int) -> Measurement | MeasureFailure:
+    """Return the image's original dimensions, or why it cannot be measured."""
+    try:
+        with Image.open(BytesIO(data)) as image:
+            width, height = image.size
+            if width <= 0 or height <= 0:
+                return MeasureFailure(f"invalid image dimensions: {width}x{height}")
+            if width * height > max_pixels:
+                return MeasureFailure(f"image too large: {width}x{height}")
+            if verify == "full":
+                # load() decodes every pixel of the first frame, so corrupt or
+                # truncated files fail here rather than passing on their header.
+                image.load()
+            return Measurement(width, height)
+    except UnidentifiedImageError:
+        return MeasureFailure("not an image (unrecognised format)")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        return MeasureFailure(f"image too large: {exc}")
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as exc:
+        return MeasureFailure(f"corrupt or truncated image: {exc}")
+    except MemoryError:
+        return MeasureFailure("image too large to decode in memory")
+
+
+def measure_batch(
+    images: list[bytes], verify: str, max_pixels: int
+) -> list[Measurement | MeasureFailure]:
+    """Measure several images in one pool call; one result per input, same order."""
+    return [measure_image(data, verify, max_pixels) for data in images]

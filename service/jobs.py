@@ -1,0 +1,265 @@
+"""The job domain: statuses, visits, per-image outcomes and the Job record itself.
+
+A ``Job`` is mutated only by its job store, on behalf of the job manager actor;
+everything that leaves the actor is an immutable view built here.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from service.stores import Store
+
+__all__ = [
+    "UNKNOWN_STORE_REASON",
+    "ImageOutcome",
+    "ImageRow",
+    "Job",
+    "JobStatus",
+    "JobSummary",
+    "StoreError",
+    "Visit",
+    "normalise_visit_time",
+]
+
+UNKNOWN_STORE_REASON = "store not found in store master"
+
+
+class JobStatus(StrEnum):
+    """Lower-case members are the wire values."""
+
+    ONGOING = "ongoing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self is not JobStatus.ONGOING
+
+
+@dataclass(frozen=True, slots=True)
+class Visit:
+    store_id: str
+    visit_time: str
+    image_urls: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ImageOutcome:
+    """How one image settled: its dimensions, or why it failed."""
+
+    width: int | None = None
+    height: int | None = None
+    error: str | None = None
+
+    @classmethod
+    def measured(cls, width: int, height: int) -> ImageOutcome:
+        return cls(width=width, height=height)
+
+    @classmethod
+    def failed(cls, reason: str) -> ImageOutcome:
+        return cls(error=reason)
+
+    @property
+    def perimeter(self) -> int | None:
+        if self.width is None or self.height is None:
+            return None
+        return 2 * (self.width + self.height)
+
+
+@dataclass(frozen=True, slots=True)
+class StoreError:
+    store_id: str
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class JobSummary:
+    job_id: int
+    status: JobStatus
+    created_at: datetime
+    finished_at: datetime | None
+    total: int
+    done: int
+    failed: int
+    errors: tuple[StoreError, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRow:
+    """One image's result, flattened for the API and exports."""
+
+    store_id: str
+    store_name: str | None
+    area_code: str | None
+    visit_time: str
+    url: str
+    width: int | None
+    height: int | None
+    perimeter: int | None
+    error: str | None
+
+
+@dataclass(slots=True)
+class _StoreFailure:
+    first_reason: str
+    unknown_store: bool
+    first_index: int
+    images: int = 0
+
+
+@dataclass(slots=True)
+class Job:
+    job_id: int
+    visits: tuple[Visit, ...]
+    stores: tuple[Store | None, ...]
+    created_at: datetime
+    status: JobStatus = JobStatus.ONGOING
+    finished_at: datetime | None = None
+    done: int = 0
+    failed: int = 0
+    outcomes: list[ImageOutcome | None] = field(default_factory=list)
+    # visit_starts[i] is the flat index of visit i's first image.
+    visit_starts: list[int] = field(default_factory=list)
+    _store_failures: dict[str, _StoreFailure] = field(default_factory=dict)
+    _store_order: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def create(
+        cls, job_id: int, visits: tuple[Visit, ...], stores: tuple[Store | None, ...]
+    ) -> Job:
+        starts: list[int] = []
+        total = 0
+        order: dict[str, int] = {}
+        for position, visit in enumerate(visits):
+            starts.append(total)
+            total += len(visit.image_urls)
+            order.setdefault(visit.store_id, position)
+        return cls(
+            job_id=job_id,
+            visits=visits,
+            stores=stores,
+            created_at=datetime.now(UTC),
+            outcomes=[None] * total,
+            visit_starts=starts,
+            _store_order=order,
+        )
+
+    @property
+    def total(self) -> int:
+        return len(self.outcomes)
+
+    def pending_images(self) -> Iterator[tuple[int, str]]:
+        """(flat index, url) of every image whose store is known, in submission order."""
+        for visit, store, start in zip(self.visits, self.stores, self.visit_starts, strict=True):
+            if store is not None:
+                for offset, url in enumerate(visit.image_urls):
+                    yield start + offset, url
+
+    def visit_at(self, index: int) -> int:
+        return bisect.bisect_right(self.visit_starts, index) - 1
+
+    def record(self, index: int, outcome: ImageOutcome) -> None:
+        """Settle one image. Settling twice, or after the job ended, is ignored."""
+        if self.status.is_terminal or self.outcomes[index] is not None:
+            return
+        self.outcomes[index] = outcome
+        self.done += 1
+        if outcome.error is None:
+            return
+        self.failed += 1
+        visit_index = self.visit_at(index)
+        visit = self.visits[visit_index]
+        failure = self._store_failures.get(visit.store_id)
+        # Report the store's first failing image in submission order, whatever
+        # order the downloads happened to finish in.
+        if failure is None or index < failure.first_index:
+            unknown_store = outcome.error == UNKNOWN_STORE_REASON
+            if unknown_store:
+                reason = f"store_id {visit.store_id!r} not found in store master"
+            else:
+                url = visit.image_urls[index - self.visit_starts[visit_index]]
+                reason = f"image {url} failed: {outcome.error}"
+            images = failure.images if failure else 0
+            failure = _StoreFailure(reason, unknown_store, index, images)
+            self._store_failures[visit.store_id] = failure
+        failure.images += 1
+
+    @property
+    def all_settled(self) -> bool:
+        return self.done == self.total
+
+    def finish(self, at: datetime) -> None:
+        """The one transition out of ongoing; later calls change nothing."""
+        if self.status.is_terminal:
+            return
+        self.status = JobStatus.FAILED if self.failed else JobStatus.COMPLETED
+        self.finished_at = at
+
+    def store_errors(self) -> tuple[StoreError, ...]:
+        ordered = sorted(self._store_failures.items(), key=lambda item: self._store_order[item[0]])
+        errors = []
+        for store_id, failure in ordered:
+            message = failure.first_reason
+            if failure.images > 1 and not failure.unknown_store:
+                message += f" (and {failure.images - 1} more failed images of this store)"
+            errors.append(StoreError(store_id, message))
+        return tuple(errors)
+
+    def summary(self) -> JobSummary:
+        return JobSummary(
+            job_id=self.job_id,
+            status=self.status,
+            created_at=self.created_at,
+            finished_at=self.finished_at,
+            total=self.total,
+            done=self.done,
+            failed=self.failed,
+            errors=self.store_errors() if self.status is JobStatus.FAILED else (),
+        )
+
+    def rows(self, offset: int, limit: int) -> list[ImageRow]:
+        """Image results in submission order; unsettled images have no dimensions yet."""
+        rows: list[ImageRow] = []
+        end = min(offset + limit, self.total)
+        if offset >= end:
+            return rows
+        visit_index = self.visit_at(offset)
+        for index in range(offset, end):
+            while (
+                visit_index + 1 < len(self.visits) and self.visit_starts[visit_index + 1] <= index
+            ):
+                visit_index += 1
+            visit = self.visits[visit_index]
+            store = self.stores[visit_index]
+            outcome = self.outcomes[index] or ImageOutcome()
+            rows.append(
+                ImageRow(
+                    store_id=visit.store_id,
+                    store_name=store.name if store else None,
+                    area_code=store.area_code if store else None,
+                    visit_time=visit.visit_time,
+                    url=visit.image_urls[index - self.visit_starts[visit_index]],
+                    width=outcome.width,
+                    height=outcome.height,
+                    perimeter=outcome.perimeter,
+                    error=outcome.error,
+                )
+            )
+        return rows
+
+
+def normalise_visit_time(raw: str) -> str:
+    """ISO 8601 times come back normalised (UTC when they carry an offset); others verbatim."""
+    text = raw.strip()
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
+    except ValueError:
+        return raw
+    if parsed.tzinfo is None:
+        return parsed.isoformat()
+    return parsed.astimezone(UTC).isoformat().replace("+00:00", "Z")

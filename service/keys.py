@@ -1,0 +1,31 @@
+"""Every ``web.AppKey`` of the application, in one place."""
+
+from __future__ import annotations
+
+import aiohttp
+from aiohttp import web
+
+from service.config import Settings
+from service.job_manager import JobManager
+from service.measure_pool import MeasurePool
+from service.pipeline import Pipeline
+from service.schemas import SubmitSchema
+from service.stores import StoreMaster
+
+__all__ = [
+    "CLIENT_SESSION",
+    "JOB_MANAGER",
+    "MEASURE_POOL",
+    "PIPELINE",
+    "SETTINGS",
+    "STORE_MASTER",
+    "SUBMIT_SCHEMA",
+]
+
+SETTINGS = web.AppKey("settings", Settings)
+STORE_MASTER = web.AppKey("store_master", StoreMaster)
+SUBMIT_SCHEMA = web.AppKey("submit_schema", SubmitSchema)
+CLIENT_SESSION = web.AppKey("client_session", aiohttp.ClientSession)
+MEASURE_POOL = web.AppKey("measure_pool", MeasurePool)
+PIPELINE = web.AppKey("pipeline", Pipeline)
+JOB_MANAGER = web.AppKey("job_manager", JobManager)

@@ -1,0 +1,50 @@
+"""The one place that turns exceptions into JSON error bodies."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from marshmallow import ValidationError
+
+from service.errors import ApiError
+from service.schemas import flatten_messages
+
+__all__ = ["error_middleware"]
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGES_IN_SUMMARY = 5
+
+
+def error_body(message: str, details: object = None) -> dict[str, object]:
+    body: dict[str, object] = {"error": message}
+    if details is not None:
+        body["details"] = details
+    return body
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return web.json_response(
+            error_body(exc.message, exc.details), status=exc.status, headers=exc.headers
+        )
+    except ValidationError as exc:
+        lines = flatten_messages(exc.messages)
+        summary = "; ".join(lines[:MAX_MESSAGES_IN_SUMMARY])
+        if len(lines) > MAX_MESSAGES_IN_SUMMARY:
+            summary += f"; and {len(lines) - MAX_MESSAGES_IN_SUMMARY} more problems"
+        return web.json_response(error_body(summary, exc.messages), status=400)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        # aiohttp's own errors (404 route, 405, 413 body too large) also answer in JSON.
+        headers = {k: v for k, v in exc.headers.items() if k.lower() in {"allow", "retry-after"}}
+        return web.json_response(error_body(exc.reason), status=exc.status, headers=headers)
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return web.json_response(error_body("internal server error"), status=500)

@@ -1,0 +1,233 @@
+"""Request and response schemas: the one description of the wire format.
+
+The request schemas validate and build domain objects; the response schemas
+render them (and are what an OpenAPI document would be generated from).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from marshmallow import (
+    RAISE,
+    Schema,
+    ValidationError,
+    fields,
+    post_load,
+    validate,
+    validates_schema,
+)
+
+from service.jobs import Visit, normalise_visit_time
+
+__all__ = [
+    "ErrorSchema",
+    "HealthSchema",
+    "ImageResultSchema",
+    "JobCreatedSchema",
+    "JobDetailSchema",
+    "PageQuerySchema",
+    "RequestLimits",
+    "StatusSchema",
+    "StoreErrorSchema",
+    "Submission",
+    "SubmitSchema",
+    "flatten_messages",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestLimits:
+    max_images_per_job: int
+    max_url_length: int
+    max_store_id_length: int
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    visits: tuple[Visit, ...]
+
+    @property
+    def image_count(self) -> int:
+        return sum(len(visit.image_urls) for visit in self.visits)
+
+
+def _http_url(value: str) -> None:
+    # urlsplit is ~10x faster than marshmallow's URL regex, which matters at 100,000 URLs.
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise ValidationError("Not a valid URL.") from None
+    if parts.scheme not in ("http", "https") or not host:
+        raise ValidationError("Not an absolute http(s) URL.")
+    if any(character.isspace() for character in value):
+        raise ValidationError("Not a valid URL: contains whitespace.")
+
+
+class VisitSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    store_id = fields.String(required=True, validate=validate.Length(min=1))
+    image_url = fields.List(
+        fields.String(validate=_http_url),
+        required=True,
+        validate=validate.Length(min=1, error="Must be a non-empty list of URLs."),
+    )
+    visit_time = fields.String(required=True, validate=validate.Length(min=1))
+
+
+class SubmitSchema(Schema):
+    """``{"count": int, "visits": [...]}``; count must equal the number of visits."""
+
+    class Meta:
+        unknown = RAISE
+
+    count = fields.Integer(required=True, strict=True, validate=validate.Range(min=1))
+    visits = fields.List(
+        fields.Nested(VisitSchema),
+        required=True,
+        validate=validate.Length(min=1, error="Must contain at least one visit."),
+    )
+
+    def __init__(self, *, limits: RequestLimits, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.limits = limits
+
+    @validates_schema
+    def _check_limits(self, data: dict[str, Any], **_: Any) -> None:
+        visits = data.get("visits", [])
+        if "count" in data and data["count"] != len(visits):
+            raise ValidationError(
+                f"count is {data['count']} but visits has {len(visits)} entries.", "count"
+            )
+        errors: dict[str, Any] = {}
+        images = 0
+        for position, visit in enumerate(visits):
+            problems: dict[str, Any] = {}
+            if len(visit["store_id"]) > self.limits.max_store_id_length:
+                problems["store_id"] = [
+                    f"Longer than {self.limits.max_store_id_length} characters."
+                ]
+            long_urls = {
+                index: [f"Longer than {self.limits.max_url_length} characters."]
+                for index, url in enumerate(visit["image_url"])
+                if len(url) > self.limits.max_url_length
+            }
+            if long_urls:
+                problems["image_url"] = long_urls
+            if problems:
+                errors[str(position)] = problems
+            images += len(visit["image_url"])
+        if errors:
+            raise ValidationError({"visits": errors})
+        if images > self.limits.max_images_per_job:
+            raise ValidationError(
+                f"Job has {images} images; at most {self.limits.max_images_per_job} are allowed.",
+                "visits",
+            )
+
+    @post_load
+    def _make_submission(self, data: dict[str, Any], **_: Any) -> Submission:
+        return Submission(
+            tuple(
+                Visit(
+                    store_id=visit["store_id"],
+                    visit_time=normalise_visit_time(visit["visit_time"]),
+                    image_urls=tuple(visit["image_url"]),
+                )
+                for visit in data["visits"]
+            )
+        )
+
+
+class PageQuerySchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    limit = fields.Integer(validate=validate.Range(min=1))
+
+
+class JobCreatedSchema(Schema):
+    job_id = fields.Integer(required=True)
+
+
+class StoreErrorSchema(Schema):
+    store_id = fields.String(required=True)
+    error = fields.String(required=True)
+
+
+class StatusSchema(Schema):
+    status = fields.String(
+        required=True, validate=validate.OneOf(["ongoing", "completed", "failed"])
+    )
+    job_id = fields.Integer(required=True)
+    error = fields.List(fields.Nested(StoreErrorSchema))
+
+
+class ProgressSchema(Schema):
+    total = fields.Integer(required=True)
+    done = fields.Integer(required=True)
+    failed = fields.Integer(required=True)
+
+
+class ImageResultSchema(Schema):
+    store_id = fields.String(required=True)
+    store_name = fields.String(allow_none=True)
+    area_code = fields.String(allow_none=True)
+    visit_time = fields.String(required=True)
+    url = fields.String(required=True)
+    width = fields.Integer(allow_none=True)
+    height = fields.Integer(allow_none=True)
+    perimeter = fields.Integer(allow_none=True)
+    error = fields.String(allow_none=True)
+
+
+class JobDetailSchema(Schema):
+    job_id = fields.Integer(required=True)
+    status = fields.String(
+        required=True, validate=validate.OneOf(["ongoing", "completed", "failed"])
+    )
+    created_at = fields.DateTime(required=True)
+    finished_at = fields.DateTime(allow_none=True)
+    progress = fields.Nested(ProgressSchema, required=True)
+    error = fields.List(fields.Nested(StoreErrorSchema))
+    offset = fields.Integer(required=True)
+    limit = fields.Integer(required=True)
+    results = fields.List(fields.Nested(ImageResultSchema), required=True)
+
+
+class ErrorSchema(Schema):
+    error = fields.String(required=True)
+    details = fields.Raw()
+
+
+class HealthSchema(Schema):
+    status = fields.String(required=True)
+
+
+def flatten_messages(messages: Any, prefix: str = "") -> list[str]:
+    """Turn marshmallow's nested messages into ``visits[0].image_url[1]: Not a valid URL.``."""
+    if isinstance(messages, dict):
+        lines: list[str] = []
+        for key, value in messages.items():
+            if key == "_schema":
+                path = prefix
+            elif isinstance(key, int) or (isinstance(key, str) and key.isdigit()):
+                path = f"{prefix}[{key}]"
+            else:
+                path = f"{prefix}.{key}" if prefix else str(key)
+            lines.extend(flatten_messages(value, path))
+        return lines
+    if isinstance(messages, list | tuple):
+        lines = []
+        for item in messages:
+            lines.extend(flatten_messages(item, prefix))
+        return lines
+    text = str(messages)
+    return [f"{prefix}: {text}" if prefix else text]

@@ -1,0 +1,129 @@
+"""HTTP routes. Each handler is thin: parse -> ask the job manager -> render."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from aiohttp import web
+
+from service import keys
+from service.errors import BadRequest, NotFound
+from service.jobs import JobSummary
+from service.schemas import (
+    HealthSchema,
+    JobCreatedSchema,
+    JobDetailSchema,
+    PageQuerySchema,
+    StatusSchema,
+    Submission,
+)
+
+__all__ = ["routes"]
+
+routes = web.RouteTableDef()
+
+# Parsing and validating a body this large takes long enough to stall other
+# requests, so it moves to a thread.
+_THREAD_PARSE_BYTES = 256 * 1024
+
+_status_schema = StatusSchema()
+_created_schema = JobCreatedSchema()
+_detail_schema = JobDetailSchema()
+_health_schema = HealthSchema()
+_page_query_schema = PageQuerySchema()
+
+
+async def _read_json_object(request: web.Request) -> dict[str, Any]:
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[keys.SETTINGS].max_body_bytes
+        raise web.HTTPRequestEntityTooLarge(
+            max_size=limit,
+            actual_size=request.content_length or 0,
+            reason=f"request body larger than {limit} bytes",
+        ) from None
+    if len(raw) > _THREAD_PARSE_BYTES:
+        body = await asyncio.to_thread(_decode_json, raw)
+    else:
+        body = _decode_json(raw)
+    if not isinstance(body, dict):
+        raise BadRequest("request body must be a JSON object")
+    return body
+
+
+def _decode_json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}") from None
+
+
+@routes.post("/api/submit/")
+@routes.post("/api/submit")
+async def submit_job(request: web.Request) -> web.Response:
+    body = await _read_json_object(request)
+    schema = request.app[keys.SUBMIT_SCHEMA]
+    if request.content_length and request.content_length > _THREAD_PARSE_BYTES:
+        submission: Submission = await asyncio.to_thread(schema.load, body)
+    else:
+        submission = schema.load(body)
+    job_id = await request.app[keys.JOB_MANAGER].submit(submission.visits)
+    return web.json_response(_created_schema.dump({"job_id": job_id}), status=201)
+
+
+def _parse_job_id(raw: str | None) -> int | None:
+    if raw is None or not raw.isascii() or not raw.isdigit():
+        return None
+    job_id = int(raw)
+    return job_id if job_id > 0 else None
+
+
+@routes.get("/api/status")
+async def job_status(request: web.Request) -> web.Response:
+    # The assignment's contract: any missing, malformed or unknown id is 400 {}.
+    job_id = _parse_job_id(request.query.get("jobid"))
+    summary = await request.app[keys.JOB_MANAGER].summary(job_id) if job_id else None
+    if summary is None:
+        return web.json_response({}, status=400)
+    body: dict[str, Any] = {"status": summary.status.value, "job_id": summary.job_id}
+    if summary.errors:
+        body["error"] = _store_errors(summary)
+    return web.json_response(_status_schema.dump(body))
+
+
+def _store_errors(summary: JobSummary) -> list[dict[str, str]]:
+    return [{"store_id": e.store_id, "error": e.error} for e in summary.errors]
+
+
+@routes.get("/api/jobs/{job_id}")
+async def job_detail(request: web.Request) -> web.Response:
+    job_id = _parse_job_id(request.match_info["job_id"])
+    if job_id is None:
+        raise BadRequest("job id must be a positive integer")
+    settings = request.app[keys.SETTINGS]
+    page = _page_query_schema.load(dict(request.query))
+    limit = min(page.get("limit", settings.default_page_size), settings.max_page_size)
+    found = await request.app[keys.JOB_MANAGER].rows(job_id, page["offset"], limit)
+    if found is None:
+        raise NotFound(f"job {job_id} not found")
+    summary, rows = found
+    body = {
+        "job_id": summary.job_id,
+        "status": summary.status.value,
+        "created_at": summary.created_at,
+        "finished_at": summary.finished_at,
+        "progress": {"total": summary.total, "done": summary.done, "failed": summary.failed},
+        "error": _store_errors(summary),
+        "offset": page["offset"],
+        "limit": limit,
+        "results": rows,
+    }
+    return web.json_response(_detail_schema.dump(body))
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response(_health_schema.dump({"status": "ok"}))
