@@ -1,0 +1,79 @@
+"""Shared fixtures: a store master, settings, a loopback image host and the service."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from service.app import create_app
+from service.config import Settings
+from tests.support.image_host import ImageHost, build_image_host_app
+
+STORE_MASTER_CSV = """AreaCode,StoreName,StoreID
+7100015,B P STORE,RP00001
+7000129,"A.A ENTP,",RP00893
+7100016,GREEN VALLEY MART,S00339218
+7100017,"SUN, MOON & STARS KIRANA",S01408764
+7100018,CORNER SHOP,S00000003
+"""
+
+
+@pytest.fixture
+def stores_csv(tmp_path: Path) -> Path:
+    path = tmp_path / "stores.csv"
+    path.write_text(STORE_MASTER_CSV, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def make_settings(stores_csv: Path) -> Callable[..., Settings]:
+    """Settings for tests: the test store master, two workers, no simulated GPU delay."""
+
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "stores": str(stores_csv),
+            "workers": 2,
+            "gpu_delay_min": 0.0,
+            "gpu_delay_max": 0.0,
+            "connect_timeout": 2.0,
+            "read_timeout": 2.0,
+            "total_timeout": 5.0,
+            "max_in_flight": 16,
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return make
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    return make_settings()
+
+
+@pytest.fixture
+async def image_host(aiohttp_server: Any) -> ImageHost:
+    requests: list[str] = []
+    server = await aiohttp_server(build_image_host_app(requests))
+    return ImageHost(server, requests)
+
+
+@pytest.fixture
+async def make_client(aiohttp_client: Any) -> Callable[..., Any]:
+    """Start the service with given settings on a real loopback socket."""
+
+    async def make(settings: Settings) -> TestClient[Any, Any]:
+        client: TestClient[Any, Any] = await aiohttp_client(create_app(settings))
+        return client
+
+    return make
+
+
+@pytest.fixture
+async def client(make_client: Callable[..., Any], settings: Settings) -> TestClient[Any, Any]:
+    result: TestClient[Any, Any] = await make_client(settings)
+    return result

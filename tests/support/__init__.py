@@ -1,0 +1,1 @@
+"""Test support: generated images, a loopback image host and polling helpers."""
