@@ -106,9 +106,10 @@ def _field_types() -> dict[str, type]:
 _TYPES: dict[str, type] = _field_types()
 
 
-def _coerce(name: str, raw: object, source: str) -> object:
+def _coerce(name: str, raw: object, source: str, *, from_text: bool = True) -> object:
+    """Check a value's type; text (env, CLI) is parsed, TOML values must already fit."""
     wanted = _TYPES[name]
-    if isinstance(raw, str) and wanted is not str:
+    if from_text and isinstance(raw, str) and wanted is not str:
         text = raw.strip()
         try:
             if wanted is bool:
@@ -153,7 +154,7 @@ def load_config(
     values: dict[str, object] = {}
     if path is not None:
         for name, raw in _read_file(Path(path)).items():
-            values[name] = _coerce(name, raw, str(path))
+            values[name] = _coerce(name, raw, str(path), from_text=False)
     for name in _TYPES:
         env_name = ENV_PREFIX + name.upper()
         if environ is not None and env_name in environ:

@@ -1,0 +1,98 @@
+"""Running the real service as a child process, and finding its descendants."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+
+__all__ = ["ServiceProcess", "descendants", "free_port", "pid_alive"]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below ``pid``, read from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # The command name may hold spaces or parentheses; fields follow the last ')'.
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(parent, []).append(int(entry.name))
+    found: set[int] = set()
+    stack = [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            if child not in found:
+                found.add(child)
+                stack.append(child)
+    return found
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+class ServiceProcess:
+    """``python -m service`` on a free loopback port, with RP_* settings from ``env``."""
+
+    def __init__(self, env: Mapping[str, str], args: list[str] | None = None) -> None:
+        self.port = free_port()
+        full_env = {key: value for key, value in os.environ.items() if not key.startswith("RP_")}
+        full_env.update({"RP_HOST": "127.0.0.1", "RP_PORT": str(self.port)})
+        full_env.update(env)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "service", *(args or [])],
+            cwd=REPO_ROOT,
+            env=full_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.base_url = f"http://127.0.0.1:{self.port}"
+
+    def wait_healthy(self, within: float = 30.0) -> None:
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"service exited early: {self.process.communicate()[1]}")
+            try:
+                with urllib.request.urlopen(f"{self.base_url}/healthz", timeout=1) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.05)
+        raise AssertionError("service did not become healthy")
+
+    def stop(self, within: float = 30.0) -> tuple[int, str, str]:
+        """Wait for exit (after a signal was sent); return (code, stdout, stderr)."""
+        stdout, stderr = self.process.communicate(timeout=within)
+        return self.process.returncode, stdout, stderr
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.communicate()
