@@ -50,7 +50,13 @@ class Downloader:
 
     async def fetch(self, url: str) -> bytes:
         try:
-            async with self._session.get(url, max_redirects=self._max_redirects) as response:
+            async with self._session.get(
+                url,
+                # aiohttp raises on the max_redirects-th redirect and treats 0 as
+                # unlimited, so "follow N" is N + 1 here, and 0 disables following.
+                allow_redirects=self._max_redirects > 0,
+                max_redirects=self._max_redirects + 1,
+            ) as response:
                 if not 200 <= response.status < 300:
                     raise FetchError(f"HTTP {response.status}")
                 declared = response.content_length

@@ -41,14 +41,15 @@ class MeasureFailure:
     reason: str
 
 
-def init_worker(max_pixels: int) -> None:
+def init_worker() -> None:
     """Pool initializer: runs once in each worker process."""
     # Ctrl-C reaches the whole process group; the parent owns shutdown, so
     # workers ignore SIGINT instead of printing KeyboardInterrupt tracebacks.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # We check the pixel budget ourselves before decoding; Pillow's own bomb
-    # check stays on as a backstop, as an error rather than a warning.
-    Image.MAX_IMAGE_PIXELS = max_pixels
+    # measure_image enforces max_pixels itself right after reading the header, so
+    # it can say "image too large: WxH"; Pillow's own check in open() would fire
+    # first with a vaguer message. Its warning stays an error for any other path.
+    Image.MAX_IMAGE_PIXELS = None
     warnings.simplefilter("error", Image.DecompressionBombWarning)
 
 

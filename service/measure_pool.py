@@ -46,7 +46,6 @@ class MeasurePool:
             max_workers=self.workers,
             mp_context=multiprocessing.get_context("forkserver"),
             initializer=imaging.init_worker,
-            initargs=(self._max_pixels,),
         )
 
     @property
