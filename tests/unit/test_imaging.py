@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.imaging import Measurement, MeasureFailure, measure_batch, measure_image
+from service.imaging import MeasureFailure, Measurement, measure_batch, measure_image
 from tests.support.images import make_image, truncated
 
 BIG = 50_000_000
