@@ -34,6 +34,13 @@ def _port(value: int) -> str | None:
     return None if 0 <= value <= 65535 else "must be between 0 and 65535"
 
 
+def _host_names(value: tuple[str, ...]) -> str | None:
+    for host in value:
+        if not host or any(char in host for char in "/@ \t") or host.startswith("."):
+            return f"{host!r} is not a host name (give bare hosts, e.g. images.example.com)"
+    return None
+
+
 def _one_of(*choices: str) -> Callable[[str], str | None]:
     def check(value: str) -> str | None:
         return None if value in choices else f"must be one of {', '.join(choices)}"
@@ -68,6 +75,13 @@ class Settings:
     total_timeout: float = _setting(30.0, _positive)
     max_redirects: int = _setting(5, _non_negative)
     max_image_bytes: int = _setting(25_000_000, _positive)
+    allow_private_networks: bool = _setting(False)
+    allowed_hosts: tuple[str, ...] = _setting((), _host_names)
+    retry_attempts: int = _setting(3, _positive)
+    retry_base_delay: float = _setting(0.5, _non_negative)
+    retry_max_delay: float = _setting(10.0, _non_negative)
+    circuit_breaker_threshold: int = _setting(20, _positive)
+    circuit_breaker_cool_down: float = _setting(30.0, _non_negative)
 
     max_body_bytes: int = _setting(10_000_000, _positive)
     max_images_per_job: int = _setting(100_000, _positive)
@@ -99,7 +113,7 @@ def setting_names() -> list[str]:
 
 def _field_types() -> dict[str, type]:
     # Resolve the string annotations that ``from __future__ import annotations`` leaves.
-    names = {"str": str, "int": int, "float": float, "bool": bool}
+    names = {"str": str, "int": int, "float": float, "bool": bool, "tuple[str, ...]": tuple}
     return {spec.name: names[str(spec.type)] for spec in dataclasses.fields(Settings)}
 
 
@@ -109,6 +123,8 @@ _TYPES: dict[str, type] = _field_types()
 def _coerce(name: str, raw: object, source: str, *, from_text: bool = True) -> object:
     """Check a value's type; text (env, CLI) is parsed, TOML values must already fit."""
     wanted = _TYPES[name]
+    if wanted is tuple:
+        return _coerce_list(name, raw, source, from_text=from_text)
     if from_text and isinstance(raw, str) and wanted is not str:
         text = raw.strip()
         try:
@@ -129,6 +145,16 @@ def _coerce(name: str, raw: object, source: str, *, from_text: bool = True) -> o
             f"invalid setting {name} from {source}: expected {wanted.__name__}, got {raw!r}"
         )
     return raw
+
+
+def _coerce_list(name: str, raw: object, source: str, *, from_text: bool) -> tuple[str, ...]:
+    # Text (env, CLI) is comma-separated; TOML gives an array. Hosts are case-insensitive.
+    items = raw.split(",") if from_text and isinstance(raw, str) else raw
+    if not isinstance(items, list | tuple) or not all(isinstance(item, str) for item in items):
+        raise ConfigError(
+            f"invalid setting {name} from {source}: expected a list of strings, got {raw!r}"
+        )
+    return tuple(item.strip().lower().rstrip(".") for item in items if item.strip())
 
 
 def _read_file(path: Path) -> dict[str, Any]:

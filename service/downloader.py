@@ -1,30 +1,97 @@
-"""Downloading image bytes: one shared client session, size caps and timeouts."""
+"""Downloading image bytes: the guarded client session, size caps, timeouts, retries and breaker.
+
+``Downloader.try_fetch`` makes one attempt and says whether (and after how
+long) another is worth it, so the pipeline can wait out a backoff without
+holding a worker; ``Downloader.fetch`` is the plain retrying call.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import socket
 
 import aiohttp
+from yarl import URL
 
+from service.address_policy import (
+    AddressPolicy,
+    DestinationNotAllowed,
+    GuardedResolver,
+    destination_guard,
+    guarded_socket_factory,
+)
+from service.circuit_breaker import CircuitBreaker
 from service.config import Settings
+from service.retry import RETRYABLE_STATUSES, RetryPolicy, parse_retry_after
 
-__all__ = ["Downloader", "FetchError", "create_client_session"]
+__all__ = [
+    "CIRCUIT_OPEN",
+    "Downloader",
+    "FetchError",
+    "RetryLater",
+    "address_policy_from",
+    "create_client_session",
+]
 
 log = logging.getLogger(__name__)
 
 CHUNK_SIZE = 64 * 1024
+CIRCUIT_OPEN = "host unavailable (circuit open)"
 
 
 class FetchError(Exception):
-    """A download failed; ``reason`` is the short human explanation."""
+    """A download failed for good; ``reason`` is the short human explanation."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
 
 
-def create_client_session(settings: Settings) -> aiohttp.ClientSession:
-    connector = aiohttp.TCPConnector(limit=settings.max_in_flight, ttl_dns_cache=60)
+class RetryLater(Exception):
+    """Attempt ``attempt`` failed transiently; try again after ``delay`` seconds."""
+
+    def __init__(self, reason: str, attempt: int, delay: float) -> None:
+        super().__init__(f"{reason} (attempt {attempt}, retry in {delay:.2f}s)")
+        self.reason = reason
+        self.attempt = attempt
+        self.delay = delay
+
+
+class _Transient(Exception):
+    """Internal: a failure worth retrying, which also counts against the host."""
+
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+def address_policy_from(settings: Settings) -> AddressPolicy:
+    return AddressPolicy(
+        allow_private_networks=settings.allow_private_networks,
+        allowed_hosts=tuple(host.lower().rstrip(".") for host in settings.allowed_hosts),
+    )
+
+
+def create_client_session(
+    settings: Settings,
+    *,
+    policy: AddressPolicy | None = None,
+    resolver: aiohttp.abc.AbstractResolver | None = None,
+) -> aiohttp.ClientSession:
+    """The shared session; every connection it opens, on every hop, passes the address policy.
+
+    ``policy`` and ``resolver`` (the one wrapped by the guard) are for tests.
+    """
+    policy = policy or address_policy_from(settings)
+    connector = aiohttp.TCPConnector(
+        limit=settings.max_in_flight,
+        ttl_dns_cache=60,
+        resolver=GuardedResolver(policy, resolver),
+        # aiohttp skips the resolver for IP-literal hosts; this checks every socket.
+        socket_factory=guarded_socket_factory(policy),
+    )
     timeout = aiohttp.ClientTimeout(
         total=settings.total_timeout,
         connect=settings.connect_timeout,
@@ -36,19 +103,70 @@ def create_client_session(settings: Settings) -> aiohttp.ClientSession:
         timeout=timeout,
         headers={"User-Agent": "retail-pulse/0.1", "Accept": "image/*"},
         raise_for_status=False,
+        middlewares=(destination_guard(policy),),
     )
 
 
 class Downloader:
     """Fetches one URL into memory, enforcing the byte cap while streaming."""
 
-    def __init__(self, session: aiohttp.ClientSession, settings: Settings) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        settings: Settings,
+        *,
+        retry: RetryPolicy | None = None,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
         self._session = session
         self._max_bytes = settings.max_image_bytes
         self._max_redirects = settings.max_redirects
-        self._total_timeout = settings.total_timeout
+        self._retry = retry or RetryPolicy(
+            attempts=settings.retry_attempts,
+            base=settings.retry_base_delay,
+            cap=settings.retry_max_delay,
+        )
+        self._breaker = breaker or CircuitBreaker(
+            settings.circuit_breaker_threshold, settings.circuit_breaker_cool_down
+        )
 
     async def fetch(self, url: str) -> bytes:
+        """Download with retries, sleeping between attempts."""
+        attempt = 1
+        while True:
+            try:
+                return await self.try_fetch(url, attempt)
+            except RetryLater as later:
+                await asyncio.sleep(later.delay)
+                attempt += 1
+
+    async def try_fetch(self, url: str, attempt: int = 1) -> bytes:
+        """Attempt number ``attempt``: the bytes, ``RetryLater`` or a final ``FetchError``."""
+        host = (URL(url).host or "").lower()
+        if not self._breaker.allow(host):
+            raise FetchError(CIRCUIT_OPEN)
+        settled = False
+        try:
+            data = await self._attempt(url)
+            self._breaker.record_success(host)
+            settled = True
+            return data
+        except _Transient as failure:
+            self._breaker.record_failure(host)
+            settled = True
+            plural = "attempt" if attempt == 1 else "attempts"
+            if not self._retry.should_retry(attempt):
+                raise FetchError(f"{failure.reason} after {attempt} {plural}") from None
+            delay = self._retry.delay(attempt, failure.retry_after)
+            raise RetryLater(failure.reason, attempt, delay) from None
+        except FetchError:
+            # The host answered (or was never contacted): no verdict on its health.
+            raise
+        finally:
+            if not settled:
+                self._breaker.release(host)
+
+    async def _attempt(self, url: str) -> bytes:
         try:
             async with self._session.get(
                 url,
@@ -57,28 +175,23 @@ class Downloader:
                 allow_redirects=self._max_redirects > 0,
                 max_redirects=self._max_redirects + 1,
             ) as response:
-                if not 200 <= response.status < 300:
-                    raise FetchError(f"HTTP {response.status}")
+                status = response.status
+                if status in RETRYABLE_STATUSES:
+                    retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                    raise _Transient(f"HTTP {status}", retry_after)
+                if not 200 <= status < 300:
+                    raise FetchError(f"HTTP {status}")
                 declared = response.content_length
                 if declared is not None and declared > self._max_bytes:
                     raise FetchError(f"image larger than {self._max_bytes} bytes")
                 return await self._read_capped(response)
-        except FetchError:
+        except (FetchError, _Transient):
             raise
-        except aiohttp.TooManyRedirects:
-            raise FetchError(f"too many redirects (more than {self._max_redirects})") from None
-        except aiohttp.NonHttpUrlRedirectClientError as exc:
-            raise FetchError(f"redirect to a non-http(s) URL: {exc}") from None
-        except aiohttp.InvalidURL as exc:
-            raise FetchError(f"invalid URL: {exc}") from None
-        except TimeoutError:
-            raise FetchError("timed out") from None
-        except aiohttp.ClientResponseError as exc:
-            raise FetchError(f"bad response: {exc.message}") from None
-        except aiohttp.ClientPayloadError as exc:
-            raise FetchError(f"connection broken mid-body: {_describe(exc)}") from None
-        except (aiohttp.ClientError, OSError) as exc:
-            raise FetchError(f"connection error: {_describe(exc)}") from None
+        except Exception as exc:
+            refusal = _refusal(exc)
+            if refusal is not None:
+                raise FetchError(refusal.reason) from None
+            raise _classify(exc, self._max_redirects) from None
 
     async def _read_capped(self, response: aiohttp.ClientResponse) -> bytes:
         # Content-Length may be absent or lie, so the cap holds on what arrives.
@@ -90,6 +203,48 @@ class Downloader:
                 raise FetchError(f"image larger than {self._max_bytes} bytes")
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+def _refusal(exc: BaseException) -> DestinationNotAllowed | None:
+    """The policy refusal behind an aiohttp error, however deeply aiohttp wrapped it."""
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [exc]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, DestinationNotAllowed):
+            return current
+        pending += [current.__cause__, current.__context__, getattr(current, "os_error", None)]
+    return None
+
+
+def _classify(exc: Exception, max_redirects: int) -> FetchError | _Transient:
+    """A final ``FetchError`` or a retryable ``_Transient`` for an aiohttp/socket error."""
+    if isinstance(exc, aiohttp.TooManyRedirects):
+        return FetchError(f"too many redirects (more than {max_redirects})")
+    if isinstance(exc, aiohttp.NonHttpUrlRedirectClientError):
+        return FetchError(f"redirect to a non-http(s) URL: {exc}")
+    if isinstance(exc, aiohttp.InvalidURL):
+        return FetchError(f"invalid URL: {exc}")
+    if isinstance(exc, aiohttp.NonHttpUrlClientError):
+        return FetchError(f"not an http(s) URL: {exc}")
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        # A name that does not exist will not exist in a second either.
+        gai = exc.os_error
+        if isinstance(gai, socket.gaierror) and gai.errno == socket.EAI_AGAIN:
+            return _Transient("cannot resolve host (temporary failure)")
+        return FetchError(f"cannot resolve host: {_describe(gai)}")
+    if isinstance(exc, TimeoutError):
+        return _Transient("timed out")
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return _Transient(f"connection broken mid-body: {_describe(exc)}")
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return FetchError(f"bad response: {exc.message}")
+    if isinstance(exc, aiohttp.ClientError | OSError):
+        return _Transient(f"connection error: {_describe(exc)}")
+    raise exc
 
 
 def _describe(exc: BaseException) -> str:

@@ -58,28 +58,56 @@ def ping() -> bool:
     return True
 
 
+def _declared_size(data: bytes) -> tuple[int, int] | None:
+    """The dimensions a header declares, read with Pillow's bomb check off (nothing is decoded)."""
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        with Image.open(BytesIO(data)) as image:
+            return image.size
+    except Exception:
+        return None
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
+def _too_large(data: bytes) -> MeasureFailure:
+    size = _declared_size(data)
+    return MeasureFailure(
+        "image too large" if size is None else f"image too large: {size[0]}x{size[1]}"
+    )
+
+
 def measure_image(data: bytes, verify: str, max_pixels: int) -> Measurement | MeasureFailure:
     """Return the image's original dimensions, or why it cannot be measured."""
     try:
-        with Image.open(BytesIO(data)) as image:
-            width, height = image.size
-            if width <= 0 or height <= 0:
-                return MeasureFailure(f"invalid image dimensions: {width}x{height}")
-            if width * height > max_pixels:
-                return MeasureFailure(f"image too large: {width}x{height}")
-            if verify == "full":
-                # load() decodes every pixel of the first frame, so corrupt or
-                # truncated files fail here rather than passing on their header.
-                image.load()
-            return Measurement(width, height)
+        # Pillow's bomb check fires inside open() and load(); as an error, whatever the
+        # process's warning filters, it stops the decode (the message is rebuilt below).
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return _measure(data, verify, max_pixels)
     except UnidentifiedImageError:
         return MeasureFailure("not an image (unrecognised format)")
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        return MeasureFailure(f"image too large: {exc}")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        return _too_large(data)
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as exc:
         return MeasureFailure(f"corrupt or truncated image: {exc}")
     except MemoryError:
-        return MeasureFailure("image too large to decode in memory")
+        return _too_large(data)
+
+
+def _measure(data: bytes, verify: str, max_pixels: int) -> Measurement | MeasureFailure:
+    with Image.open(BytesIO(data)) as image:
+        width, height = image.size
+        if width <= 0 or height <= 0:
+            return MeasureFailure(f"invalid image dimensions: {width}x{height}")
+        if width * height > max_pixels:
+            return MeasureFailure(f"image too large: {width}x{height}")
+        if verify == "full":
+            # load() decodes every pixel of the first frame, so corrupt or
+            # truncated files fail here rather than passing on their header.
+            image.load()
+        return Measurement(width, height)
 
 
 def measure_batch(

@@ -3,8 +3,9 @@
 A fixed set of ``max_in_flight`` worker coroutines pulls images from a fair
 queue that takes turns between jobs, so a small job is not stuck behind a big
 one. The GPU wait is a timer, not a task: it holds no worker, no pool process
-and no image bytes. Settled images are handed back to the job manager in
-batches, once per event-loop turn.
+and no image bytes. So is the backoff before a download retry: the image goes
+back to the queue, ahead of new work, when its timer fires. Settled images are
+handed back to the job manager in batches, once per event-loop turn.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from service.config import Settings
-from service.downloader import FetchError
+from service.downloader import FetchError, RetryLater
 from service.imaging import MeasureFailure, Measurement
 from service.jobs import ImageOutcome
 from service.typedefs import ImageWork, SettleCallback
@@ -29,7 +30,9 @@ log = logging.getLogger(__name__)
 
 
 class Fetcher(Protocol):
-    async def fetch(self, url: str) -> bytes: ...
+    async def try_fetch(self, url: str, attempt: int = 1) -> bytes:
+        """One attempt: the bytes, ``RetryLater`` or ``FetchError``."""
+        ...
 
 
 class Measurer(Protocol):
@@ -43,6 +46,11 @@ class _JobWork:
     remaining: int
     on_settled: SettleCallback
     settled: list[tuple[int, ImageOutcome]] = field(default_factory=list)
+    cancelled: bool = False
+
+
+# (job, image, attempt number) for an image whose retry backoff is over.
+_Retry = tuple[_JobWork, ImageWork, int]
 
 
 class FairQueue:
@@ -50,6 +58,7 @@ class FairQueue:
 
     def __init__(self) -> None:
         self._jobs: deque[_JobWork] = deque()
+        self._retries: deque[_Retry] = deque()
         self._wakeup = asyncio.Event()
 
     def __len__(self) -> int:
@@ -57,21 +66,31 @@ class FairQueue:
 
     @property
     def queued_images(self) -> int:
-        return sum(work.remaining for work in self._jobs)
+        return sum(work.remaining for work in self._jobs) + len(self._retries)
 
     def add(self, work: _JobWork) -> None:
         self._jobs.append(work)
         self._wakeup.set()
 
+    def add_retry(self, work: _JobWork, image: ImageWork, attempt: int) -> None:
+        """Queue an image whose backoff is over; it goes before new images (it waited already)."""
+        if not work.cancelled:
+            self._retries.append((work, image, attempt))
+            self._wakeup.set()
+
     def remove(self, job_id: int) -> _JobWork | None:
+        self._retries = deque(entry for entry in self._retries if entry[0].job_id != job_id)
         for work in self._jobs:
             if work.job_id == job_id:
+                work.cancelled = True
                 self._jobs.remove(work)
                 return work
         return None
 
-    async def next(self) -> tuple[_JobWork, ImageWork]:
+    async def next(self) -> tuple[_JobWork, ImageWork, int]:
         while True:
+            if self._retries:
+                return self._retries.popleft()
             while self._jobs:
                 work = self._jobs[0]
                 image = next(work.images, None)
@@ -80,7 +99,7 @@ class FairQueue:
                     continue
                 work.remaining -= 1
                 self._jobs.rotate(-1)
-                return work, image
+                return work, image, 1
             self._wakeup.clear()
             await self._wakeup.wait()
 
@@ -103,11 +122,13 @@ class Pipeline:
         self._timers: set[asyncio.TimerHandle] = set()
         self._to_flush: dict[int, _JobWork] = {}
         self._flush_scheduled = False
+        self._backing_off = 0
         self.in_flight = 0
 
     @property
     def queued_images(self) -> int:
-        return self._queue.queued_images
+        """Images admitted but not in flight, including those waiting out a retry backoff."""
+        return self._queue.queued_images + self._backing_off
 
     def start(self) -> None:
         self._workers = [
@@ -138,21 +159,25 @@ class Pipeline:
 
     async def _work(self) -> None:
         while True:
-            work, (index, url) = await self._queue.next()
+            work, (index, url), attempt = await self._queue.next()
             self.in_flight += 1
             try:
-                outcome = await self._process(url)
+                outcome = await self._process(url, attempt)
             finally:
                 self.in_flight -= 1
-            if outcome.error is None:
+            if isinstance(outcome, RetryLater):
+                self._retry_later(work, (index, url), outcome)
+            elif outcome.error is None:
                 self._after_gpu_delay(work, index, outcome)
             else:
                 self._settle(work, index, outcome)
 
-    async def _process(self, url: str) -> ImageOutcome:
+    async def _process(self, url: str, attempt: int) -> ImageOutcome | RetryLater:
         try:
-            data = await self._fetcher.fetch(url)
+            data = await self._fetcher.try_fetch(url, attempt)
             result = await self._measurer.measure(data)
+        except RetryLater as later:
+            return later
         except FetchError as exc:
             return ImageOutcome.failed(exc.reason)
         except asyncio.CancelledError:
@@ -164,6 +189,18 @@ class Pipeline:
         if isinstance(result, MeasureFailure):
             return ImageOutcome.failed(result.reason)
         return ImageOutcome.measured(result.width, result.height)
+
+    def _retry_later(self, work: _JobWork, image: ImageWork, later: RetryLater) -> None:
+        self._backing_off += 1
+        timer: asyncio.TimerHandle
+
+        def fire() -> None:
+            self._timers.discard(timer)
+            self._backing_off -= 1
+            self._queue.add_retry(work, image, later.attempt + 1)
+
+        timer = asyncio.get_running_loop().call_later(later.delay, fire)
+        self._timers.add(timer)
 
     def _after_gpu_delay(self, work: _JobWork, index: int, outcome: ImageOutcome) -> None:
         delay = self._rng.uniform(*self._delay_range)

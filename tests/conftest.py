@@ -31,7 +31,11 @@ def stores_csv(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def make_settings(stores_csv: Path) -> Callable[..., Settings]:
-    """Settings for tests: the test store master, two workers, no simulated GPU delay."""
+    """Settings for tests: the test store master, two workers, no simulated GPU delay.
+
+    Image hosts in tests are on loopback, so private networks are allowed; the
+    address-policy tests turn that off. Retries back off for milliseconds.
+    """
 
     def make(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
@@ -43,6 +47,9 @@ def make_settings(stores_csv: Path) -> Callable[..., Settings]:
             "read_timeout": 2.0,
             "total_timeout": 5.0,
             "max_in_flight": 16,
+            "allow_private_networks": True,
+            "retry_base_delay": 0.01,
+            "retry_max_delay": 0.05,
         }
         values.update(overrides)
         return Settings(**values)
