@@ -241,12 +241,14 @@ def _classify(exc: Exception, max_redirects: int) -> FetchError | _Transient:
     if isinstance(exc, aiohttp.ClientPayloadError):
         return _Transient(f"connection broken mid-body: {_describe(exc)}")
     if isinstance(exc, aiohttp.ClientResponseError):
-        return FetchError(f"bad response: {exc.message}")
+        return FetchError(f"bad response: {_describe(exc)}")
     if isinstance(exc, aiohttp.ClientError | OSError):
         return _Transient(f"connection error: {_describe(exc)}")
     raise exc
 
 
 def _describe(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text or type(exc).__name__
+    # First line only, bounded: aiohttp's parser errors can quote the offending bytes.
+    text = str(exc.message if isinstance(exc, aiohttp.ClientResponseError) else exc).strip()
+    text = text.splitlines()[0] if text else type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."

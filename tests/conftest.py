@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +11,7 @@ from aiohttp.test_utils import TestClient
 
 from service.app import create_app
 from service.config import Settings
+from tests.support.fault_host import FaultHost
 from tests.support.image_host import ImageHost, build_image_host_app
 
 STORE_MASTER_CSV = """AreaCode,StoreName,StoreID
@@ -67,6 +68,13 @@ async def image_host(aiohttp_server: Any) -> ImageHost:
     requests: list[str] = []
     server = await aiohttp_server(build_image_host_app(requests))
     return ImageHost(server, requests)
+
+
+@pytest.fixture
+async def fault_host() -> AsyncIterator[FaultHost]:
+    host = await FaultHost().start()
+    yield host
+    await host.close()
 
 
 @pytest.fixture

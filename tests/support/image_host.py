@@ -7,6 +7,7 @@ Paths:
   /html                           a web page instead of an image
   /slow/<seconds>/<W>x<H>.<ext>   an image after a delay
   /redirect/<n>/<W>x<H>.<ext>     n redirects, then the image
+  /redirect-to?url=<u>            a redirect to u
 Every request's path is recorded in ``requests``.
 """
 
@@ -74,6 +75,9 @@ def build_image_host_app(requests: list[str]) -> web.Application:
         target = f"/img/{name}" if remaining <= 1 else f"/redirect/{remaining - 1}/{name}"
         raise web.HTTPFound(target)
 
+    async def redirect_to(request: web.Request) -> web.Response:
+        raise web.HTTPFound(request.query["url"])
+
     app = web.Application(middlewares=[record])
     app.router.add_get("/img/{name}", image)
     app.router.add_get("/truncated/{name}", truncated_image)
@@ -81,6 +85,7 @@ def build_image_host_app(requests: list[str]) -> web.Application:
     app.router.add_get("/html", html)
     app.router.add_get("/slow/{seconds}/{name}", slow)
     app.router.add_get(r"/redirect/{n:\d+}/{name}", redirect)
+    app.router.add_get("/redirect-to", redirect_to)
     return app
 
 

@@ -1,0 +1,274 @@
+"""The downloader against misbehaving loopback hosts: caps, timeouts, redirects, retries, breaker."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+import time
+from email.utils import formatdate
+from typing import Any
+
+import pytest
+
+from service.config import Settings
+from service.downloader import (
+    CIRCUIT_OPEN,
+    Downloader,
+    FetchError,
+    RetryLater,
+    create_client_session,
+)
+from tests.support.fault_host import FaultHost
+from tests.support.image_host import ImageHost
+
+MakeDownloader = Callable[..., Downloader]
+
+
+@pytest.fixture
+async def make_downloader(
+    make_settings: Callable[..., Settings],
+) -> AsyncIterator[MakeDownloader]:
+    sessions = []
+
+    def make(**overrides: Any) -> Downloader:
+        settings = make_settings(**overrides)
+        session = create_client_session(settings)
+        sessions.append(session)
+        return Downloader(session, settings)
+
+    yield make
+    for session in sessions:
+        await session.close()
+
+
+async def failure(downloader: Downloader, url: str) -> str:
+    with pytest.raises(FetchError) as caught:
+        await downloader.fetch(url)
+    return caught.value.reason
+
+
+# -- byte cap, whatever the framing ---------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["close", "chunked", "length", "lie-1000"])
+async def test_byte_cap_holds_while_streaming_a_1_gb_body(
+    make_downloader: MakeDownloader, fault_host: FaultHost, mode: str
+) -> None:
+    downloader = make_downloader(max_image_bytes=1_000_000)
+    path = f"/stream/{mode}/1000000000"
+
+    if mode == "lie-1000":
+        # A Content-Length under the cap bounds what is read; the bytes after it
+        # either go unread or make the response invalid, never an oversized read.
+        try:
+            assert len(await downloader.fetch(fault_host.url(path))) == 1000
+        except FetchError as exc:
+            assert exc.reason.startswith("bad response: Data after")
+            assert len(exc.reason) < 250
+    else:
+        reason = await failure(downloader, fault_host.url(path))
+        assert reason == "image larger than 1000000 bytes"
+    # The client stopped reading early: the server never got near 1 GB out.
+    assert fault_host.sent[path] < 50_000_000
+
+
+async def test_body_shorter_than_its_content_length_is_a_broken_connection(
+    make_downloader: MakeDownloader, fault_host: FaultHost
+) -> None:
+    downloader = make_downloader(retry_attempts=1)
+    reason = await failure(downloader, fault_host.url("/stream/lie-5000/100"))
+    assert reason.startswith("connection broken mid-body")
+    assert reason.endswith("after 1 attempt")
+
+
+async def test_body_at_the_cap_is_accepted(
+    make_downloader: MakeDownloader, fault_host: FaultHost
+) -> None:
+    downloader = make_downloader(max_image_bytes=200_000)
+    for mode in ("close", "chunked", "length"):
+        assert len(await downloader.fetch(fault_host.url(f"/stream/{mode}/200000"))) == 200_000
+
+
+# -- timeouts ------------------------------------------------------------------
+
+
+async def test_trickling_host_fails_on_the_total_timeout(
+    make_downloader: MakeDownloader, fault_host: FaultHost
+) -> None:
+    # Each byte arrives well within the stall timeout; only the total timeout ends it.
+    downloader = make_downloader(total_timeout=0.5, read_timeout=5.0, retry_attempts=1)
+    assert await failure(downloader, fault_host.url("/trickle")) == "timed out after 1 attempt"
+    assert fault_host.sent["/trickle"] > 1
+
+
+async def test_host_that_never_answers_stalls_out_and_is_retried(
+    make_downloader: MakeDownloader, fault_host: FaultHost
+) -> None:
+    downloader = make_downloader(read_timeout=0.2, total_timeout=5.0, retry_attempts=2)
+    assert await failure(downloader, fault_host.url("/never")) == "timed out after 2 attempts"
+    assert fault_host.requests == ["/never", "/never"]
+
+
+async def test_connection_reset_mid_body(
+    make_downloader: MakeDownloader, fault_host: FaultHost
+) -> None:
+    downloader = make_downloader(retry_attempts=2)
+    reason = await failure(downloader, fault_host.url("/reset"))
+    assert reason.startswith(("connection broken mid-body", "connection error"))
+    assert reason.endswith("after 2 attempts")
+    assert fault_host.requests == ["/reset", "/reset"]
+
+
+# -- redirects -----------------------------------------------------------------
+
+
+async def test_exactly_max_redirects_are_followed(
+    make_downloader: MakeDownloader, image_host: ImageHost
+) -> None:
+    downloader = make_downloader(max_redirects=3)
+    assert await downloader.fetch(image_host.url("/redirect/3/4x4.png"))
+    reason = await failure(downloader, image_host.url("/redirect/4/4x4.png"))
+    assert reason == "too many redirects (more than 3)"
+
+
+async def test_zero_max_redirects_follows_none(
+    make_downloader: MakeDownloader, image_host: ImageHost
+) -> None:
+    downloader = make_downloader(max_redirects=0)
+    reason = await failure(downloader, image_host.url("/redirect/1/4x4.png"))
+    assert reason == "too many redirects (more than 0)"
+
+
+async def test_redirect_loop_fails_cleanly(
+    make_downloader: MakeDownloader, fault_host: FaultHost
+) -> None:
+    downloader = make_downloader(max_redirects=5)
+    assert await failure(downloader, fault_host.url("/loop")) == "too many redirects (more than 5)"
+    assert fault_host.requests == ["/loop"] * 6  # the first request and five redirects
+
+
+async def test_redirect_to_ftp_is_refused(
+    make_downloader: MakeDownloader, fault_host: FaultHost
+) -> None:
+    reason = await failure(make_downloader(), fault_host.url("/ftp"))
+    assert reason.startswith("redirect to a non-http(s) URL")
+    assert fault_host.requests == ["/ftp"]
+
+
+# -- retries ---------------------------------------------------------------------
+
+
+async def test_503_then_200_is_retried_to_success(
+    make_downloader: MakeDownloader, fault_host: FaultHost
+) -> None:
+    downloader = make_downloader(retry_attempts=3)
+    assert await downloader.fetch(fault_host.url("/flaky/a/2"))
+    assert fault_host.requests == ["/flaky/a/2"] * 3
+
+
+async def test_persistent_503_reports_the_attempts(
+    make_downloader: MakeDownloader, image_host: ImageHost
+) -> None:
+    downloader = make_downloader(retry_attempts=3)
+    assert await failure(downloader, image_host.url("/status/503")) == "HTTP 503 after 3 attempts"
+    assert image_host.requests == ["/status/503"] * 3
+
+
+@pytest.mark.parametrize("status", [408, 429, 500, 502, 504])
+async def test_transient_statuses_are_retried(
+    make_downloader: MakeDownloader, image_host: ImageHost, status: int
+) -> None:
+    downloader = make_downloader(retry_attempts=2)
+    reason = await failure(downloader, image_host.url(f"/status/{status}"))
+    assert reason == f"HTTP {status} after 2 attempts"
+    assert len(image_host.requests) == 2
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 410])
+async def test_other_client_errors_are_not_retried(
+    make_downloader: MakeDownloader, image_host: ImageHost, status: int
+) -> None:
+    downloader = make_downloader(retry_attempts=3)
+    assert await failure(downloader, image_host.url(f"/status/{status}")) == f"HTTP {status}"
+    assert len(image_host.requests) == 1
+
+
+async def test_size_limit_is_not_retried(
+    make_downloader: MakeDownloader, fault_host: FaultHost
+) -> None:
+    downloader = make_downloader(retry_attempts=3, max_image_bytes=1000)
+    assert await failure(downloader, fault_host.url("/stream/close/5000")) == (
+        "image larger than 1000 bytes"
+    )
+    assert len(fault_host.requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [("2", 2.0), ("3600", 5.0), ("soon", None)],
+)
+async def test_retry_after_seconds_is_honoured_up_to_the_cap(
+    make_downloader: MakeDownloader,
+    fault_host: FaultHost,
+    header: str,
+    expected: float | None,
+) -> None:
+    downloader = make_downloader(retry_base_delay=0.01, retry_max_delay=5.0)
+    with pytest.raises(RetryLater) as later:
+        await downloader.try_fetch(fault_host.url(f"/retry-after/k/{header}"), 1)
+    assert later.value.reason == "HTTP 429"
+    if expected is None:  # unusable header: ordinary jittered backoff
+        assert 0 <= later.value.delay <= 0.01
+    else:
+        assert later.value.delay == expected
+    # The next attempt gets the image.
+    assert await downloader.try_fetch(fault_host.url(f"/retry-after/k/{header}"), 2)
+
+
+async def test_retry_after_http_date_is_honoured(
+    make_downloader: MakeDownloader, fault_host: FaultHost
+) -> None:
+    downloader = make_downloader(retry_max_delay=100.0)
+    date = formatdate(time.time() + 60, usegmt=True).replace(" ", "%20")
+    with pytest.raises(RetryLater) as later:
+        await downloader.try_fetch(fault_host.url(f"/retry-after/d/{date}"), 1)
+    assert 50 <= later.value.delay <= 61
+
+
+async def test_429_with_retry_after_succeeds_through_fetch(
+    make_downloader: MakeDownloader, fault_host: FaultHost
+) -> None:
+    downloader = make_downloader(retry_max_delay=0.05)
+    assert await downloader.fetch(fault_host.url("/retry-after/f/1"))
+    assert len(fault_host.requests) == 2
+
+
+# -- circuit breaker ---------------------------------------------------------------
+
+
+async def test_circuit_opens_per_host_after_consecutive_failures(
+    make_downloader: MakeDownloader, image_host: ImageHost, fault_host: FaultHost
+) -> None:
+    downloader = make_downloader(
+        retry_attempts=1, circuit_breaker_threshold=3, circuit_breaker_cool_down=300.0
+    )
+    failing = image_host.url("/status/503")
+    for _ in range(3):
+        assert await failure(downloader, failing) == "HTTP 503 after 1 attempt"
+    assert len(image_host.requests) == 3
+
+    # Open: the host is not contacted, even for a path that would work.
+    assert await failure(downloader, image_host.url("/img/4x4.png")) == CIRCUIT_OPEN
+    assert len(image_host.requests) == 3
+
+    # Another host is unaffected (the breaker keys on the host name, not the port).
+    other = fault_host.url("/img").replace("127.0.0.1", "localhost")
+    assert await downloader.fetch(other)
+
+
+async def test_hard_failures_do_not_trip_the_breaker(
+    make_downloader: MakeDownloader, image_host: ImageHost
+) -> None:
+    downloader = make_downloader(retry_attempts=1, circuit_breaker_threshold=2)
+    for _ in range(3):
+        assert await failure(downloader, image_host.url("/status/404")) == "HTTP 404"
+    assert await downloader.fetch(image_host.url("/img/4x4.png"))
