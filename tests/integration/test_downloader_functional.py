@@ -1,9 +1,9 @@
-"""The downloader against misbehaving loopback hosts: caps, timeouts, redirects, retries, breaker."""
+"""The downloader against misbehaving loopback hosts: caps, timeouts, redirects, retries."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
 import time
+from collections.abc import AsyncIterator, Callable
 from email.utils import formatdate
 from typing import Any
 

@@ -1,4 +1,4 @@
-"""The SSRF policy on its own: address forms x allow_private_networks, host spellings, allow-list."""
+"""The SSRF policy on its own: address forms x allow_private_networks, spellings, allow-list."""
 
 from __future__ import annotations
 
