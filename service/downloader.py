@@ -239,7 +239,8 @@ def _classify(exc: Exception, max_redirects: int) -> FetchError | _Transient:
     if isinstance(exc, TimeoutError):
         return _Transient("timed out")
     if isinstance(exc, aiohttp.ClientPayloadError):
-        return _Transient(f"connection broken mid-body: {_describe(exc)}")
+        # aiohttp's text nests the whole cause chain; the kind of break is enough here.
+        return _Transient("connection broken mid-body")
     if isinstance(exc, aiohttp.ClientResponseError):
         return FetchError(f"bad response: {_describe(exc)}")
     if isinstance(exc, aiohttp.ClientError | OSError):
