@@ -84,7 +84,7 @@ def create_client_session(
 
     ``policy`` and ``resolver`` (the one wrapped by the guard) are for tests.
     """
-    policy = policy or address_policy_from(settings)
+    policy = policy if policy is not None else address_policy_from(settings)
     connector = aiohttp.TCPConnector(
         limit=settings.max_in_flight,
         ttl_dns_cache=60,
@@ -121,13 +121,22 @@ class Downloader:
         self._session = session
         self._max_bytes = settings.max_image_bytes
         self._max_redirects = settings.max_redirects
-        self._retry = retry or RetryPolicy(
-            attempts=settings.retry_attempts,
-            base=settings.retry_base_delay,
-            cap=settings.retry_max_delay,
+        self._retry = (
+            retry
+            if retry is not None
+            else RetryPolicy(
+                attempts=settings.retry_attempts,
+                base=settings.retry_base_delay,
+                cap=settings.retry_max_delay,
+            )
         )
-        self._breaker = breaker or CircuitBreaker(
-            settings.circuit_breaker_threshold, settings.circuit_breaker_cool_down
+        # "is not None": an empty breaker is falsy (it has a length).
+        self._breaker = (
+            breaker
+            if breaker is not None
+            else CircuitBreaker(
+                settings.circuit_breaker_threshold, settings.circuit_breaker_cool_down
+            )
         )
 
     async def fetch(self, url: str) -> bytes:

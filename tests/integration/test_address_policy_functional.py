@@ -14,7 +14,7 @@ from service.config import Settings
 from service.downloader import Downloader, FetchError, create_client_session
 from tests.support.fault_host import FaultHost
 from tests.support.image_host import ImageHost
-from tests.unit.test_address_policy import StubResolver
+from tests.support.resolvers import StubResolver
 
 MakeDownloader = Callable[..., Downloader]
 

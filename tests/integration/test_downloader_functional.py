@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from service.circuit_breaker import CircuitBreaker, CircuitState
 from service.config import Settings
 from service.downloader import (
     CIRCUIT_OPEN,
@@ -272,3 +273,33 @@ async def test_hard_failures_do_not_trip_the_breaker(
     for _ in range(3):
         assert await failure(downloader, image_host.url("/status/404")) == "HTTP 404"
     assert await downloader.fetch(image_host.url("/img/4x4.png"))
+
+
+async def test_connection_refused_is_retried(
+    make_downloader: MakeDownloader, unused_tcp_port: int
+) -> None:
+    downloader = make_downloader(retry_attempts=2)
+    reason = await failure(downloader, f"http://127.0.0.1:{unused_tcp_port}/img.png")
+    assert reason.startswith("connection error")
+    assert reason.endswith("after 2 attempts")
+
+
+async def test_half_open_probe_reaches_the_host_and_closes_the_circuit(
+    make_settings: Callable[..., Settings], fault_host: FaultHost
+) -> None:
+    now = [0.0]
+    settings = make_settings(retry_attempts=1)
+    breaker = CircuitBreaker(threshold=2, cool_down=30.0, clock=lambda: now[0])
+    async with create_client_session(settings) as session:
+        downloader = Downloader(session, settings, breaker=breaker)
+        flaky = fault_host.url("/flaky/probe/2")  # fails twice, then recovers
+        for _ in range(2):
+            assert await failure(downloader, flaky) == "HTTP 503 after 1 attempt"
+        assert await failure(downloader, flaky) == CIRCUIT_OPEN
+        assert len(fault_host.requests) == 2
+
+        now[0] = 30.0  # cool-down over: the next request is the probe
+        assert await downloader.fetch(flaky)
+        assert len(fault_host.requests) == 3
+        assert breaker.state("127.0.0.1") is CircuitState.CLOSED
+        assert await downloader.fetch(fault_host.url("/img"))

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -74,8 +73,8 @@ async def main(rounds: int) -> None:
         RP_READ_TIMEOUT="2",
         RP_LOG_LEVEL="warning",
     )
-    service = subprocess.Popen(
-        [sys.executable, "-m", "service", "--stores", str(ROOT / "stores.csv")], env=env, cwd=ROOT
+    service = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "service", "--stores", str(ROOT / "stores.csv"), env=env, cwd=ROOT
     )
     base = f"http://127.0.0.1:{port}"
     image = f"http://127.0.0.1:{image_port}"
@@ -131,12 +130,13 @@ async def main(rounds: int) -> None:
         mib = 1024 * 1024
         print(
             f"rounds={rounds} elapsed={time.monotonic() - started:.1f}s healthy={healthy} "
-            f"baseline={baseline / mib:.1f}MiB peak={peak / mib:.1f}MiB final={final / mib:.1f}MiB "
-            f"peak_growth={(peak - baseline) / mib:.1f}MiB final_growth={(final - baseline) / mib:.1f}MiB"
+            f"baseline={baseline / mib:.1f}MiB peak={peak / mib:.1f}MiB "
+            f"final={final / mib:.1f}MiB peak_growth={(peak - baseline) / mib:.1f}MiB "
+            f"final_growth={(final - baseline) / mib:.1f}MiB"
         )
     finally:
         service.terminate()
-        service.wait(timeout=30)
+        await asyncio.wait_for(service.wait(), 30)
         await fault.close()
         await runner.cleanup()
 

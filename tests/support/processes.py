@@ -62,6 +62,8 @@ class ServiceProcess:
         self.port = free_port()
         full_env = {key: value for key, value in os.environ.items() if not key.startswith("RP_")}
         full_env.update({"RP_HOST": "127.0.0.1", "RP_PORT": str(self.port)})
+        # Test image hosts are on loopback, which the address policy refuses by default.
+        full_env["RP_ALLOW_PRIVATE_NETWORKS"] = "true"
         full_env.update(env)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "service", *(args or [])],

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
-import socket
 
 import pytest
-from aiohttp.abc import AbstractResolver, ResolveResult
 
 from service.address_policy import (
     ADDRESS_NOT_ALLOWED,
@@ -16,6 +14,7 @@ from service.address_policy import (
     GuardedResolver,
     host_address,
 )
+from tests.support.resolvers import StubResolver
 
 # (URL host as written, allowed when private networks are blocked?)
 HOSTS = [
@@ -136,34 +135,6 @@ def test_allowed_hosts_does_not_lift_the_address_check() -> None:
     with pytest.raises(DestinationNotAllowed) as refused:
         policy.check_host("127.0.0.1")
     assert refused.value.reason == ADDRESS_NOT_ALLOWED
-
-
-class StubResolver(AbstractResolver):
-    """Answers each lookup with the next list of addresses: DNS that changes its mind."""
-
-    def __init__(self, *answers: list[str]) -> None:
-        self.answers = list(answers)
-        self.calls = 0
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        addresses = self.answers[min(self.calls, len(self.answers) - 1)]
-        self.calls += 1
-        return [
-            ResolveResult(
-                hostname=host,
-                host=address,
-                port=port,
-                family=socket.AF_INET6 if ":" in address else socket.AF_INET,
-                proto=0,
-                flags=0,
-            )
-            for address in addresses
-        ]
-
-    async def close(self) -> None:
-        pass
 
 
 async def test_resolver_filters_each_lookup_so_rebinding_is_caught() -> None:
