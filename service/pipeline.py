@@ -49,16 +49,13 @@ class _JobWork:
     cancelled: bool = False
 
 
-# (job, image, attempt number) for an image whose retry backoff is over.
-_Retry = tuple[_JobWork, ImageWork, int]
-
-
 class FairQueue:
     """Hands out images round-robin across jobs, one image per job per turn."""
 
     def __init__(self) -> None:
         self._jobs: deque[_JobWork] = deque()
-        self._retries: deque[_Retry] = deque()
+        # Images whose retry backoff is over; served before new images (they waited already).
+        self._retries: deque[tuple[_JobWork, ImageWork]] = deque()
         self._wakeup = asyncio.Event()
 
     def __len__(self) -> int:
@@ -72,14 +69,19 @@ class FairQueue:
         self._jobs.append(work)
         self._wakeup.set()
 
-    def add_retry(self, work: _JobWork, image: ImageWork, attempt: int) -> None:
-        """Queue an image whose backoff is over; it goes before new images (it waited already)."""
-        if not work.cancelled:
-            self._retries.append((work, image, attempt))
-            self._wakeup.set()
+    def add_retry(self, work: _JobWork, image: ImageWork) -> bool:
+        """Queue an image again after its backoff; False if its job was removed meanwhile."""
+        if work.cancelled:
+            return False
+        self._retries.append((work, image))
+        self._wakeup.set()
+        return True
 
     def remove(self, job_id: int) -> _JobWork | None:
-        self._retries = deque(entry for entry in self._retries if entry[0].job_id != job_id)
+        for work, _ in self._retries:
+            if work.job_id == job_id:
+                work.cancelled = True
+        self._retries = deque(entry for entry in self._retries if not entry[0].cancelled)
         for work in self._jobs:
             if work.job_id == job_id:
                 work.cancelled = True
@@ -87,7 +89,7 @@ class FairQueue:
                 return work
         return None
 
-    async def next(self) -> tuple[_JobWork, ImageWork, int]:
+    async def next(self) -> tuple[_JobWork, ImageWork]:
         while True:
             if self._retries:
                 return self._retries.popleft()
@@ -99,7 +101,7 @@ class FairQueue:
                     continue
                 work.remaining -= 1
                 self._jobs.rotate(-1)
-                return work, image, 1
+                return work, image
             self._wakeup.clear()
             await self._wakeup.wait()
 
@@ -123,6 +125,8 @@ class Pipeline:
         self._to_flush: dict[int, _JobWork] = {}
         self._flush_scheduled = False
         self._backing_off = 0
+        # (job id, image index) -> number of the next attempt, for retried images only.
+        self._attempts: dict[tuple[int, int], int] = {}
         self.in_flight = 0
 
     @property
@@ -154,12 +158,15 @@ class Pipeline:
 
     def cancel(self, job_id: int) -> None:
         self._queue.remove(job_id)
+        for key in [key for key in self._attempts if key[0] == job_id]:
+            del self._attempts[key]
 
     # -- the workers -------------------------------------------------------
 
     async def _work(self) -> None:
         while True:
-            work, (index, url), attempt = await self._queue.next()
+            work, (index, url) = await self._queue.next()
+            attempt = self._attempts.pop((work.job_id, index), 1)
             self.in_flight += 1
             try:
                 outcome = await self._process(url, attempt)
@@ -197,7 +204,8 @@ class Pipeline:
         def fire() -> None:
             self._timers.discard(timer)
             self._backing_off -= 1
-            self._queue.add_retry(work, image, later.attempt + 1)
+            if self._queue.add_retry(work, image):
+                self._attempts[(work.job_id, image[0])] = later.attempt + 1
 
         timer = asyncio.get_running_loop().call_later(later.delay, fire)
         self._timers.add(timer)
