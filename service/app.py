@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
+import signal
 import sys
 from collections.abc import AsyncIterator, Sequence
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from service import keys
+from service.auth import api_key_middleware
 from service.config import ConfigError, Settings, load_config
 from service.downloader import Downloader, create_client_session
-from service.job_manager import JobManager
+from service.job_manager import MAX_SWEEP_INTERVAL, JobManager
 from service.job_store import InMemoryJobStore
 from service.measure_pool import MeasurePool
 from service.middlewares import error_middleware
@@ -22,7 +26,7 @@ from service.schemas import RequestLimits, SubmitSchema
 from service.stores import StoreMaster, StoreMasterError, load_store_master
 from service.views import routes
 
-__all__ = ["create_app", "main"]
+__all__ = ["create_app", "drain", "main", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +36,10 @@ HTTP_SHUTDOWN_TIMEOUT = 5.0
 
 def create_app(settings: Settings, store_master: StoreMaster | None = None) -> web.Application:
     """Build the app. Loads the store master now, so a bad file fails before serving."""
-    app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
+    middlewares: list[Middleware] = [error_middleware]
+    if settings.api_key:
+        middlewares.append(api_key_middleware(settings.api_key))
+    app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
     app[keys.SETTINGS] = settings
     app[keys.STORE_MASTER] = store_master or load_store_master(settings.stores)
     app[keys.SUBMIT_SCHEMA] = SubmitSchema(
@@ -77,16 +84,71 @@ async def job_manager_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
     downloader = Downloader(app[keys.CLIENT_SESSION], settings)
     pipeline = Pipeline(settings, downloader, app[keys.MEASURE_POOL])
-    manager = JobManager(InMemoryJobStore(), app[keys.STORE_MASTER], pipeline)
+    job_store = InMemoryJobStore(ttl=settings.job_ttl, max_finished=settings.max_finished_jobs)
+    manager = JobManager(
+        job_store,
+        app[keys.STORE_MASTER],
+        pipeline,
+        max_pending_images=settings.max_pending_images,
+        sweep_interval=min(settings.job_ttl, MAX_SWEEP_INTERVAL),
+    )
     app[keys.PIPELINE] = pipeline
+    app[keys.JOB_STORE] = job_store
     app[keys.JOB_MANAGER] = manager
     pipeline.start()
     manager.start()
     try:
         yield
     finally:
+        # Normally serve() has drained already; this covers every other way out,
+        # so no job is left ongoing with nobody working on it.
+        await manager.drain(grace=0)
         await manager.close()
         await pipeline.close()
+
+
+async def drain(app: web.Application, cut_short: asyncio.Event | None = None) -> None:
+    """Refuse new jobs (503), give running ones ``shutdown_grace``, then fail what is left."""
+    grace = app[keys.SETTINGS].shutdown_grace
+    log.info("shutting down: new jobs refused, waiting up to %ss for running ones", grace)
+    await app[keys.JOB_MANAGER].drain(grace, cut_short)
+
+
+async def serve(app: web.Application) -> None:
+    """Serve until SIGTERM or SIGINT, then drain while still listening, then stop.
+
+    ``web.run_app`` closes the listener before ``on_shutdown`` runs, so clients
+    would see refused connections instead of a 503 during the grace period;
+    hence this loop. A second signal cuts the grace period short.
+    """
+    settings = app[keys.SETTINGS]
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    hurry = asyncio.Event()
+
+    def on_signal() -> None:
+        (hurry if stop.is_set() else stop).set()
+
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=HTTP_SHUTDOWN_TIMEOUT)
+    await runner.setup()
+    try:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, on_signal)
+        site = web.TCPSite(runner, settings.host, settings.port)
+        await site.start()
+        log.info(
+            "serving on http://%s:%d with %d stores from %s",
+            settings.host,
+            settings.port,
+            len(app[keys.STORE_MASTER]),
+            settings.stores,
+        )
+        await stop.wait()
+        await drain(app, hurry)
+    finally:
+        await runner.cleanup()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -121,20 +183,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, StoreMasterError) as exc:
         print(f"retail-pulse: {exc}", file=sys.stderr)
         return 2
-    log.info(
-        "serving on http://%s:%d with %d stores from %s",
-        settings.host,
-        settings.port,
-        len(app[keys.STORE_MASTER]),
-        settings.stores,
-    )
-    web.run_app(
-        app,
-        host=settings.host,
-        port=settings.port,
-        print=None,
-        shutdown_timeout=HTTP_SHUTDOWN_TIMEOUT,
-        handle_signals=True,
-    )
+    asyncio.run(serve(app))
     log.info("stopped")
     return 0

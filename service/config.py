@@ -90,6 +90,13 @@ class Settings:
     default_page_size: int = _setting(100, _positive)
     max_page_size: int = _setting(1000, _positive)
 
+    max_pending_images: int = _setting(1_000_000, _positive)
+    job_ttl: float = _setting(86_400.0, _positive)
+    max_finished_jobs: int = _setting(10_000, _positive)
+    shutdown_grace: float = _setting(10.0, _non_negative)
+    # Empty disables the check. repr=False keeps the key out of logs and tracebacks.
+    api_key: str = field(default="", repr=False, metadata={"check": None})
+
     def __post_init__(self) -> None:
         for spec in dataclasses.fields(self):
             check = spec.metadata.get("check")
@@ -105,6 +112,12 @@ class Settings:
             )
         if self.default_page_size > self.max_page_size:
             raise ConfigError("invalid setting default_page_size: must not exceed max_page_size")
+        if self.max_images_per_job > self.max_pending_images:
+            # Otherwise a job within the per-job limit could never be admitted.
+            raise ConfigError(
+                "invalid setting max_pending_images: must be at least max_images_per_job "
+                f"({self.max_pending_images} < {self.max_images_per_job})"
+            )
 
 
 def setting_names() -> list[str]:

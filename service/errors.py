@@ -9,6 +9,7 @@ __all__ = [
     "BadRequest",
     "NotFound",
     "ServiceUnavailable",
+    "Unauthorized",
 ]
 
 
@@ -30,6 +31,11 @@ class ApiError(Exception):
 class BadRequest(ApiError):
     status = 400
     code = "bad_request"
+
+
+class Unauthorized(ApiError):
+    status = 401
+    code = "unauthorized"
 
 
 class NotFound(ApiError):

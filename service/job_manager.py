@@ -3,6 +3,10 @@
 Handlers ``await`` its query methods, which post a message with a future and
 wait for the answer; the pipeline reports settled images with ``settle``,
 which posts and returns at once. Nothing else touches the job store.
+
+The actor also keeps the count of unsettled images across jobs, which is what
+admission control compares with ``max_pending_images``, and it leads a drain at
+shutdown: refuse new jobs, give running ones a grace period, fail the rest.
 """
 
 from __future__ import annotations
@@ -67,35 +71,95 @@ class _ListRecent:
     reply: asyncio.Future[list[JobSummary]]
 
 
-_Message = _Submit | _Settled | _GetSummary | _GetRows | _ListRecent
+@dataclass(frozen=True, slots=True)
+class _FailOngoing:
+    reason: str
+    reply: asyncio.Future[int]
+
+
+@dataclass(frozen=True, slots=True)
+class _Sweep:
+    pass
+
+
+_Message = _Submit | _Settled | _GetSummary | _GetRows | _ListRecent | _FailOngoing | _Sweep
 _STOP = object()
+
+SHUTTING_DOWN_REASON = "service shutting down"
+# What a 503 asks clients to wait before trying again, in seconds.
+RETRY_AFTER_SECONDS = 5
+# Expired jobs are also dropped on every read; the sweep frees memory when nobody asks.
+MAX_SWEEP_INTERVAL = 60.0
 
 
 class JobManager:
-    def __init__(self, job_store: JobStore, store_master: StoreMaster, work: WorkSink) -> None:
+    def __init__(
+        self,
+        job_store: JobStore,
+        store_master: StoreMaster,
+        work: WorkSink,
+        *,
+        max_pending_images: int | None = None,
+        sweep_interval: float = MAX_SWEEP_INTERVAL,
+    ) -> None:
         self._jobs = job_store
         self._store_master = store_master
         self._work = work
+        self._max_pending = max_pending_images
+        self._sweep_interval = sweep_interval
         self._inbox: asyncio.Queue[_Message | object] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self._accepting = True
+        # Images of ongoing jobs not yet settled: queued, downloading, measuring or
+        # waiting out the simulated GPU delay. Kept by the actor, read anywhere.
+        self.pending_images = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     # -- lifecycle ---------------------------------------------------------
 
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="job-manager")
+            self._sweeper = asyncio.create_task(self._sweep_periodically(), name="job-sweeper")
 
     async def close(self) -> None:
         """Stop after the messages already queued; later questions get 503."""
         task, self._task = self._task, None
         if task is None:
             return
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+            self._sweeper = None
         self._inbox.put_nowait(_STOP)
         await task
+
+    async def drain(self, grace: float, cut_short: asyncio.Event | None = None) -> int:
+        """Refuse new jobs, wait up to ``grace`` seconds for running ones, fail the rest.
+
+        ``cut_short`` ends the wait early (a second signal). Returns how many
+        images were failed. Queries keep being answered throughout.
+        """
+        self._accepting = False
+        waits = [asyncio.ensure_future(self._idle.wait())]
+        if cut_short is not None:
+            waits.append(asyncio.ensure_future(cut_short.wait()))
+        try:
+            await asyncio.wait(waits, timeout=grace, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waits:
+                waiter.cancel()
+        if self._task is None:
+            return 0
+        return await self._ask(lambda reply: _FailOngoing(SHUTTING_DOWN_REASON, reply))
 
     # -- the client side: called by handlers and the pipeline --------------
 
     async def submit(self, visits: Sequence[Visit]) -> int:
+        if not self._accepting:
+            raise _shutting_down()
         return await self._ask(lambda reply: _Submit(tuple(visits), reply))
 
     def settle(self, job_id: int, settled: Sequence[tuple[int, ImageOutcome]]) -> None:
@@ -115,7 +179,7 @@ class JobManager:
 
     async def _ask(self, make: Callable[[asyncio.Future[T]], _Message]) -> T:
         if self._task is None:
-            raise ServiceUnavailable("service is shutting down")
+            raise _shutting_down()
         reply: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._inbox.put_nowait(make(reply))
         return await reply
@@ -130,18 +194,22 @@ class JobManager:
                 return
             try:
                 self._handle(message)  # type: ignore[arg-type]
+            except ServiceUnavailable as exc:
+                # Refusing a job (overload, shutdown) is an answer, not a fault.
+                _fail(message, exc)
             except Exception as exc:
                 # One bad message must not take job state down with it.
                 log.exception("job manager failed on %s", type(message).__name__)
-                reply = getattr(message, "reply", None)
-                if reply is not None and not reply.done():
-                    reply.set_exception(exc)
+                _fail(message, exc)
 
     def _refuse_remaining(self) -> None:
         while not self._inbox.empty():
-            reply = getattr(self._inbox.get_nowait(), "reply", None)
-            if reply is not None and not reply.done():
-                reply.set_exception(ServiceUnavailable("service is shutting down"))
+            _fail(self._inbox.get_nowait(), _shutting_down())
+
+    async def _sweep_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self._sweep_interval)
+            self._inbox.put_nowait(_Sweep())
 
     def _handle(self, message: _Message) -> None:
         match message:
@@ -157,10 +225,32 @@ class JobManager:
                 _answer(reply, None if summary is None or rows is None else (summary, rows))
             case _ListRecent(limit, status, reply):
                 _answer(reply, self._jobs.recent(limit, status))
+            case _FailOngoing(reason, reply):
+                _answer(reply, self._fail_ongoing(reason))
+            case _Sweep():
+                evicted = self._jobs.sweep()
+                if evicted:
+                    log.debug("evicted %d expired jobs", evicted)
+
+    def _admit(self, visits: tuple[Visit, ...]) -> None:
+        if not self._accepting:
+            raise _shutting_down()
+        if self._max_pending is None:
+            return
+        images = sum(len(visit.image_urls) for visit in visits)
+        if self.pending_images + images > self._max_pending:
+            raise ServiceUnavailable(
+                f"service is busy: {self.pending_images} images pending, this job adds "
+                f"{images}, the limit is {self._max_pending}; retry later",
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            )
 
     def _create(self, visits: tuple[Visit, ...]) -> int:
+        # Checked inside the actor, so concurrent submits cannot all slip under the cap.
+        self._admit(visits)
         stores = tuple(self._store_master.get(visit.store_id) for visit in visits)
         job = self._jobs.create(visits, stores)
+        self._add_pending(job.total)
         log.info(
             "job created",
             extra={"job_id": job.job_id, "visits": len(visits), "images": job.total},
@@ -179,8 +269,15 @@ class JobManager:
         return job.job_id
 
     def _record(self, job_id: int, settled: Sequence[tuple[int, ImageOutcome]]) -> None:
+        before = self._jobs.get(job_id)
+        if before is None or before.status.is_terminal:
+            return
+        done_before = before.done
         job = self._jobs.record(job_id, settled)
-        if job is None or job.status.is_terminal or not job.all_settled:
+        if job is None:
+            return
+        self._add_pending(done_before - job.done)
+        if not job.all_settled:
             return
         status = self._jobs.finish(job_id, datetime.now(UTC))
         log.info(
@@ -192,6 +289,40 @@ class JobManager:
                 "failed_images": job.failed,
             },
         )
+
+    def _fail_ongoing(self, reason: str) -> int:
+        failed = 0
+        for job in list(self._jobs.ongoing()):
+            self._work.cancel(job.job_id)
+            unsettled = [
+                (index, ImageOutcome.failed(reason))
+                for index, outcome in enumerate(job.outcomes)
+                if outcome is None
+            ]
+            failed += len(unsettled)
+            self._record(job.job_id, unsettled)
+        if failed:
+            log.warning("failed %d unfinished images: %s", failed, reason)
+        return failed
+
+    def _add_pending(self, delta: int) -> None:
+        self.pending_images += delta
+        if self.pending_images:
+            self._idle.clear()
+        else:
+            self._idle.set()
+
+
+def _shutting_down() -> ServiceUnavailable:
+    return ServiceUnavailable(
+        "service is shutting down", headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
+    )
+
+
+def _fail(message: object, exc: BaseException) -> None:
+    reply = getattr(message, "reply", None)
+    if reply is not None and not reply.done():
+        reply.set_exception(exc)
 
 
 def _answer(reply: asyncio.Future[Any], value: Any) -> None:

@@ -7,6 +7,7 @@ from aiohttp import web
 
 from service.config import Settings
 from service.job_manager import JobManager
+from service.job_store import InMemoryJobStore
 from service.measure_pool import MeasurePool
 from service.pipeline import Pipeline
 from service.schemas import SubmitSchema
@@ -15,6 +16,7 @@ from service.stores import StoreMaster
 __all__ = [
     "CLIENT_SESSION",
     "JOB_MANAGER",
+    "JOB_STORE",
     "MEASURE_POOL",
     "PIPELINE",
     "SETTINGS",
@@ -29,3 +31,4 @@ CLIENT_SESSION = web.AppKey("client_session", aiohttp.ClientSession)
 MEASURE_POOL = web.AppKey("measure_pool", MeasurePool)
 PIPELINE = web.AppKey("pipeline", Pipeline)
 JOB_MANAGER = web.AppKey("job_manager", JobManager)
+JOB_STORE = web.AppKey("job_store", InMemoryJobStore)

@@ -1,28 +1,50 @@
-"""The process pool that measures images, fed in adaptive batches.
+"""The process pool that measures images, fed in adaptive batches, and rebuilt when it breaks.
 
 One image per executor call costs more in IPC than the decode itself, so
 images wait here while every worker is busy and go out together: an idle pool
 gets work at once, a busy one gets bigger batches.
+
+A worker that dies (OOM killer, a decoder crash, SIGKILL) breaks the whole
+``ProcessPoolExecutor``: every outstanding call fails with ``BrokenProcessPool``.
+The pool is then rebuilt and each affected image is retried once, alone, so a
+poison image cannot take its batch-mates down twice; an image that crashes a
+worker again fails with ``CRASHED_REASON``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import os
+from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future as ConcurrentFuture
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from functools import partial
 
 from service import imaging
 from service.imaging import MeasureFailure, Measurement
 
-__all__ = ["MeasurePool", "default_worker_count"]
+__all__ = ["CRASHED_REASON", "BatchFunction", "MeasurePool", "default_worker_count"]
 
 log = logging.getLogger(__name__)
 
-_Pending = tuple[bytes, "asyncio.Future[Measurement | MeasureFailure]"]
+CRASHED_REASON = "image processing crashed (worker process died)"
+
+Result = Measurement | MeasureFailure
+# Runs in a worker: (images, verify, max_pixels) -> one result per image, same order.
+BatchFunction = Callable[[list[bytes], str, int], list[Result]]
+
+
+@dataclass(eq=False, slots=True)
+class _Pending:
+    data: bytes
+    future: asyncio.Future[Result]
+    retried: bool = False
 
 
 def default_worker_count() -> int:
@@ -30,13 +52,29 @@ def default_worker_count() -> int:
 
 
 class MeasurePool:
-    def __init__(self, *, workers: int, verify: str, max_pixels: int, max_batch: int) -> None:
+    def __init__(
+        self,
+        *,
+        workers: int,
+        verify: str,
+        max_pixels: int,
+        max_batch: int,
+        batch_function: BatchFunction = imaging.measure_batch,
+    ) -> None:
         self.workers = workers or default_worker_count()
         self._verify = verify
         self._max_pixels = max_pixels
         self._max_batch = max_batch
-        self._pending: list[_Pending] = []
+        self._batch_function = batch_function
+        self._pending: deque[_Pending] = deque()
+        # Images whose batch died with a worker; each goes out alone, before new work.
+        self._retries: deque[_Pending] = deque()
         self._outstanding = 0
+        # Bumped on every rebuild, so results from a dead executor do not count
+        # against the new one's outstanding calls.
+        self._generation = 0
+        self.rebuilds = 0
+        self._closed = False
         self._executor = self._new_executor()
 
     def _new_executor(self) -> ProcessPoolExecutor:
@@ -50,70 +88,122 @@ class MeasurePool:
 
     @property
     def queued(self) -> int:
-        return len(self._pending)
+        return len(self._pending) + len(self._retries)
 
     async def ping(self) -> bool:
         """True once a worker answers; used at startup to warm the pool."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, imaging.ping)
 
-    async def measure(self, data: bytes) -> Measurement | MeasureFailure:
-        future: asyncio.Future[Measurement | MeasureFailure] = (
-            asyncio.get_running_loop().create_future()
-        )
-        self._pending.append((data, future))
+    async def measure(self, data: bytes) -> Result:
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Pending(data, future))
         self._dispatch()
         return await future
 
-    def _dispatch(self) -> None:
-        loop = asyncio.get_running_loop()
-        while self._pending and self._outstanding < self.workers:
-            taken = self._pending[: self._max_batch]
-            del self._pending[: self._max_batch]
+    def _next_batch(self) -> list[_Pending]:
+        source, size = (self._retries, 1) if self._retries else (self._pending, self._max_batch)
+        batch: list[_Pending] = []
+        while source and len(batch) < size:
+            item = source.popleft()
             # A waiter cancelled meanwhile (shutdown, job dropped) needs no work.
-            batch = [(data, future) for data, future in taken if not future.done()]
+            if not item.future.done():
+                batch.append(item)
+        return batch
+
+    def _dispatch(self) -> None:
+        if self._closed:
+            return
+        loop = asyncio.get_running_loop()
+        while (self._pending or self._retries) and self._outstanding < self.workers:
+            batch = self._next_batch()
             if not batch:
                 continue
+            try:
+                call = self._submit(batch)
+            except BrokenProcessPool:
+                # The pool broke between our last result and now: start afresh.
+                self._rebuild()
+                call = self._submit(batch)
             self._outstanding += 1
-            call = self._executor.submit(
-                imaging.measure_batch, [data for data, _ in batch], self._verify, self._max_pixels
-            )
-            waiters = [future for _, future in batch]
-            del batch, taken  # the bytes now belong to the call alone
-            call.add_done_callback(partial(self._settle_threadsafe, loop, waiters))
+            # The batch (and its bytes) stays referenced until the call ends, for a
+            # retry; the executor holds the same objects for as long anyway.
+            call.add_done_callback(partial(self._settle_threadsafe, loop, self._generation, batch))
+
+    def _submit(self, batch: list[_Pending]) -> ConcurrentFuture[list[Result]]:
+        return self._executor.submit(
+            self._batch_function, [item.data for item in batch], self._verify, self._max_pixels
+        )
+
+    def _rebuild(self) -> None:
+        broken = self._executor
+        self._generation += 1
+        self._outstanding = 0
+        self.rebuilds += 1
+        log.error("measure pool broke (a worker process died); starting a new one")
+        self._executor = self._new_executor()
+        # The broken executor has already reaped its workers; this only joins its threads.
+        broken.shutdown(wait=False, cancel_futures=True)
 
     def _settle_threadsafe(
         self,
         loop: asyncio.AbstractEventLoop,
-        waiters: list[asyncio.Future[Measurement | MeasureFailure]],
-        call: ConcurrentFuture[list[Measurement | MeasureFailure]],
+        generation: int,
+        batch: list[_Pending],
+        call: ConcurrentFuture[list[Result]],
     ) -> None:
         # Runs in the executor's thread: hop back onto the loop.
-        loop.call_soon_threadsafe(self._settle, waiters, call)
+        # A closed loop (RuntimeError) means nobody is waiting any more.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(self._settle, generation, batch, call)
 
     def _settle(
-        self,
-        waiters: list[asyncio.Future[Measurement | MeasureFailure]],
-        call: ConcurrentFuture[list[Measurement | MeasureFailure]],
+        self, generation: int, batch: list[_Pending], call: ConcurrentFuture[list[Result]]
     ) -> None:
-        self._outstanding -= 1
+        if generation == self._generation:
+            self._outstanding -= 1
+        if call.cancelled():
+            for item in batch:
+                item.future.cancel()
+            return
         error = call.exception()
-        if error is not None:
+        if isinstance(error, BrokenProcessPool):
+            self._after_crash(generation, batch)
+        elif error is not None:
             log.error("measure batch failed: %r", error)
-            results: list[Measurement | MeasureFailure] = [
-                MeasureFailure(f"image processing failed: {error!r}")
-            ] * len(waiters)
+            failure = MeasureFailure(f"image processing failed: {error!r}")
+            for item in batch:
+                _resolve(item.future, failure)
         else:
-            results = call.result()
-        for future, result in zip(waiters, results, strict=True):
-            if not future.done():
-                future.set_result(result)
+            for item, result in zip(batch, call.result(), strict=True):
+                _resolve(item.future, result)
         self._dispatch()
+
+    def _after_crash(self, generation: int, batch: list[_Pending]) -> None:
+        if self._closed:
+            for item in batch:
+                _resolve(item.future, MeasureFailure(CRASHED_REASON))
+            return
+        if generation == self._generation:
+            self._rebuild()
+        for item in batch:
+            if item.retried:
+                _resolve(item.future, MeasureFailure(CRASHED_REASON))
+            elif not item.future.done():
+                item.retried = True
+                self._retries.append(item)
 
     async def close(self) -> None:
         """Cancel waiting images and stop the workers; no process outlives this."""
-        for _, future in self._pending:
-            future.cancel()
+        self._closed = True
+        for item in (*self._pending, *self._retries):
+            item.future.cancel()
         self._pending.clear()
+        self._retries.clear()
         # shutdown(wait=True) joins the worker processes; off the loop, it may take a batch's time.
         await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
+
+
+def _resolve(future: asyncio.Future[Result], result: Result) -> None:
+    if not future.done():
+        future.set_result(result)
