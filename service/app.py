@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Sequence
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from service import keys
+from service import imaging, keys
 from service.auth import api_key_middleware
 from service.config import ConfigError, Settings, load_config
 from service.downloader import Downloader, create_client_session
@@ -70,6 +70,7 @@ async def measure_pool_ctx(app: web.Application) -> AsyncIterator[None]:
         verify=settings.verify,
         max_pixels=settings.max_pixels,
         max_batch=settings.batch_size,
+        batch_function=app.get(keys.BATCH_FUNCTION, imaging.measure_batch),
     )
     try:
         # Start the workers now rather than on the first image.

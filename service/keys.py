@@ -8,12 +8,13 @@ from aiohttp import web
 from service.config import Settings
 from service.job_manager import JobManager
 from service.job_store import InMemoryJobStore
-from service.measure_pool import MeasurePool
+from service.measure_pool import BatchFunction, MeasurePool
 from service.pipeline import Pipeline
 from service.schemas import SubmitSchema
 from service.stores import StoreMaster
 
 __all__ = [
+    "BATCH_FUNCTION",
     "CLIENT_SESSION",
     "JOB_MANAGER",
     "JOB_STORE",
@@ -29,6 +30,8 @@ STORE_MASTER = web.AppKey("store_master", StoreMaster)
 SUBMIT_SCHEMA = web.AppKey("submit_schema", SubmitSchema)
 CLIENT_SESSION = web.AppKey("client_session", aiohttp.ClientSession)
 MEASURE_POOL = web.AppKey("measure_pool", MeasurePool)
+# Optional: what pool workers run per batch (tests set it to inject faults into real workers).
+BATCH_FUNCTION: web.AppKey[BatchFunction] = web.AppKey("batch_function")
 PIPELINE = web.AppKey("pipeline", Pipeline)
 JOB_MANAGER = web.AppKey("job_manager", JobManager)
 JOB_STORE = web.AppKey("job_store", InMemoryJobStore)

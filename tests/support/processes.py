@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import socket
 import subprocess
@@ -12,7 +14,15 @@ import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["ServiceProcess", "descendants", "free_port", "pid_alive"]
+__all__ = [
+    "ServiceProcess",
+    "children",
+    "descendants",
+    "free_port",
+    "kill_quietly",
+    "pid_alive",
+    "wait_until_gone",
+]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,8 +34,7 @@ def free_port() -> int:
         return port
 
 
-def descendants(pid: int) -> set[int]:
-    """Every live process below ``pid``, read from /proc."""
+def _children_by_parent() -> dict[int, list[int]]:
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -37,6 +46,17 @@ def descendants(pid: int) -> set[int]:
         # The command name may hold spaces or parentheses; fields follow the last ')'.
         parent = int(stat.rsplit(")", 1)[1].split()[1])
         children.setdefault(parent, []).append(int(entry.name))
+    return children
+
+
+def children(pid: int) -> set[int]:
+    """Live processes whose parent is ``pid``."""
+    return set(_children_by_parent().get(pid, []))
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below ``pid``, read from /proc."""
+    children = _children_by_parent()
     found: set[int] = set()
     stack = [pid]
     while stack:
@@ -53,6 +73,21 @@ def pid_alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+def kill_quietly(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signum)
+
+
+async def wait_until_gone(pids: set[int], *, within: float = 15.0) -> set[int]:
+    """Poll until none of ``pids`` is alive; return those still alive at the deadline."""
+    deadline = time.monotonic() + within
+    while True:
+        left = {pid for pid in pids if pid_alive(pid)}
+        if not left or time.monotonic() > deadline:
+            return left
+        await asyncio.sleep(0.05)
 
 
 class ServiceProcess:

@@ -1,0 +1,69 @@
+"""A measure-batch function for pool workers that obeys commands hidden in image bytes.
+
+Tests serve these bytes as "images" so a real worker does something
+deterministic that the test can act on, such as waiting to be killed:
+
+  b"hold-once <pid file>"    write the worker's pid and wait (to be killed); if the
+                             pid file already exists, answer 1x1 instead
+  b"hold-always <pid file>"  write the worker's pid to "<pid file>.<n>" and wait
+Anything else is measured by the real code.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from service import imaging
+from service.imaging import MeasureFailure, Measurement
+
+__all__ = ["hold_always", "hold_once", "measure_batch"]
+
+# A held worker gives up after this long, so a test that fails to kill it cannot hang.
+HOLD_LIMIT = 60.0
+
+
+def hold_once(pid_file: Path) -> bytes:
+    return f"hold-once {pid_file}".encode()
+
+
+def hold_always(pid_file: Path) -> bytes:
+    return f"hold-always {pid_file}".encode()
+
+
+def _write_pid(path: Path) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(str(os.getpid()))
+    temporary.rename(path)  # atomic: a reader never sees a half-written pid
+
+
+def _hold() -> MeasureFailure:
+    deadline = time.monotonic() + HOLD_LIMIT
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+    return MeasureFailure("held worker was never killed")
+
+
+def _run(data: bytes, verify: str, max_pixels: int) -> Measurement | MeasureFailure:
+    command, _, argument = data.partition(b" ")
+    if command == b"hold-once":
+        pid_file = Path(argument.decode())
+        if pid_file.exists():
+            return Measurement(1, 1)
+        _write_pid(pid_file)
+        return _hold()
+    if command == b"hold-always":
+        prefix = argument.decode()
+        attempt = 1
+        while Path(f"{prefix}.{attempt}").exists():
+            attempt += 1
+        _write_pid(Path(f"{prefix}.{attempt}"))
+        return _hold()
+    return imaging.measure_image(data, verify, max_pixels)
+
+
+def measure_batch(
+    images: list[bytes], verify: str, max_pixels: int
+) -> list[Measurement | MeasureFailure]:
+    return [_run(data, verify, max_pixels) for data in images]
