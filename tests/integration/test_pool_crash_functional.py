@@ -1,4 +1,4 @@
-"""A pool worker killed with SIGKILL mid-batch: the pool is rebuilt, images retried once, then failed."""
+"""A pool worker killed with SIGKILL mid-batch: the pool is rebuilt, images retried, then failed."""
 
 from __future__ import annotations
 
@@ -42,12 +42,16 @@ async def _faulty_service(aiohttp_client: Any, settings: Settings) -> TestClient
     return client
 
 
+def _pid_in(path: Path) -> int | None:
+    return int(path.read_text()) if path.exists() else None
+
+
 async def _read_pid(path: Path, *, within: float = 20.0) -> int:
     deadline = time.monotonic() + within
-    while not path.exists():
+    while (pid := _pid_in(path)) is None:
         assert time.monotonic() < deadline, f"no worker wrote {path}"
         await asyncio.sleep(0.02)
-    return int(path.read_text())
+    return pid
 
 
 async def _submit(client: TestClient[Any, Any], urls: list[str]) -> int:
@@ -114,7 +118,7 @@ async def test_image_that_kills_its_worker_twice_fails_with_a_clear_reason(
     detail = await (await client.get(f"/api/jobs/{job_id}")).json()
     # Its batch-mate was retried alone, so the poison image did not take it down twice.
     assert detail["results"][1]["perimeter"] == 100
-    assert not Path(f"{prefix}.3").exists()
+    assert _pid_in(Path(f"{prefix}.3")) is None
 
     after = await _submit(client, [image_host.url("/img/12x8.webp")])
     assert await wait_for_status(client, after) == {"status": "completed", "job_id": after}

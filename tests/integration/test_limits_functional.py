@@ -1,0 +1,142 @@
+"""Request limits (413 and 400) and admission control (503 with Retry-After)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from service import keys
+from service.config import Settings
+from tests.support.image_host import ImageHost
+from tests.support.polling import wait_for_status
+
+
+def _payload(urls: list[str], store_id: str = "RP00001") -> dict[str, Any]:
+    return {
+        "count": 1,
+        "visits": [{"store_id": store_id, "image_url": urls, "visit_time": "t"}],
+    }
+
+
+def _padded_body(size: int) -> bytes:
+    # A valid submission padded with whitespace: only its size is wrong.
+    body = json.dumps(_payload(["http://127.0.0.1:9/a.jpg"])).encode()
+    return body + b" " * (size - len(body))
+
+
+async def _error(response: Any, status: int) -> str:
+    assert response.status == status, await response.text()
+    assert response.content_type == "application/json"
+    body = await response.json()
+    assert set(body) <= {"error", "details"}
+    message: str = body["error"]
+    return message
+
+
+async def test_body_over_limit_with_content_length_is_413(
+    make_client: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    client = await make_client(make_settings(max_body_bytes=1000))
+    fits = await client.post(
+        "/api/submit/", data=_padded_body(1000), headers={"Content-Type": "application/json"}
+    )
+    assert fits.status == 201
+    response = await client.post(
+        "/api/submit/", data=_padded_body(1001), headers={"Content-Type": "application/json"}
+    )
+    assert await _error(response, 413) == "request body larger than 1000 bytes"
+
+
+async def test_chunked_body_over_limit_is_413(
+    make_client: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    client = await make_client(make_settings(max_body_bytes=1000))
+
+    async def chunks() -> AsyncIterator[bytes]:
+        body = _padded_body(5000)
+        for start in range(0, len(body), 100):
+            yield body[start : start + 100]
+
+    response = await client.post(
+        "/api/submit/", data=chunks(), headers={"Content-Type": "application/json"}
+    )
+    assert response.request_info.headers.get("Transfer-Encoding") == "chunked"
+    assert await _error(response, 413) == "request body larger than 1000 bytes"
+
+
+async def test_too_many_images_per_job_is_400(
+    make_client: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    client = await make_client(make_settings(max_images_per_job=3))
+    urls = [f"http://127.0.0.1:9/{n}.jpg" for n in range(4)]
+    message = await _error(await client.post("/api/submit/", json=_payload(urls)), 400)
+    assert message == "visits: Job has 4 images; at most 3 are allowed."
+
+
+async def test_url_over_length_limit_is_400(
+    make_client: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    client = await make_client(make_settings(max_url_length=40))
+    ok_url = "http://127.0.0.1:9/" + "a" * 21  # exactly 40 characters
+    long_url = ok_url + "b"
+    message = await _error(
+        await client.post("/api/submit/", json=_payload([ok_url, long_url])), 400
+    )
+    assert message == "visits[0].image_url[1]: Longer than 40 characters."
+
+
+async def test_store_id_over_length_limit_is_400(
+    make_client: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    client = await make_client(make_settings(max_store_id_length=5))
+    response = await client.post(
+        "/api/submit/", json=_payload(["http://127.0.0.1:9/a.jpg"], store_id="RP00001")
+    )
+    assert await _error(response, 400) == "visits[0].store_id: Longer than 5 characters."
+
+
+async def test_submit_over_pending_cap_is_503_with_retry_after(
+    # image_host first: it then outlives the service, which drops the slow downloads
+    # on teardown instead of the host waiting for them.
+    image_host: ImageHost,
+    make_client: Callable[..., Any],
+    make_settings: Callable[..., Settings],
+) -> None:
+    client: TestClient[Any, Any] = await make_client(
+        make_settings(max_pending_images=3, max_images_per_job=3)
+    )
+    slow = [image_host.url(f"/slow/30/{n}x4.png") for n in (1, 2)]
+    first = await client.post("/api/submit/", json=_payload(slow))
+    assert first.status == 201
+    # 2 pending + 2 new > 3: refused, and the refusal says why.
+    refused = await client.post("/api/submit/", json=_payload(slow))
+    message = await _error(refused, 503)
+    assert message.startswith("service is busy: 2 images pending, this job adds 2")
+    assert int(refused.headers["Retry-After"]) > 0
+    # 2 pending + 1 new fits exactly.
+    fits = await client.post("/api/submit/", json=_payload([image_host.url("/img/3x3.png")]))
+    assert fits.status == 201
+    # Status keeps answering while saturated.
+    job_id = (await first.json())["job_id"]
+    status = await client.get("/api/status", params={"jobid": str(job_id)})
+    assert await status.json() == {"status": "ongoing", "job_id": job_id}
+
+
+async def test_pending_images_are_released_when_jobs_finish(
+    make_client: Callable[..., Any], make_settings: Callable[..., Settings], image_host: ImageHost
+) -> None:
+    client: TestClient[Any, Any] = await make_client(
+        make_settings(max_pending_images=3, max_images_per_job=3)
+    )
+    urls = [image_host.url(f"/img/{n}x4.png") for n in (1, 2, 3)]
+    for _ in range(3):
+        response = await client.post("/api/submit/", json=_payload(urls))
+        assert response.status == 201
+        await wait_for_status(client, (await response.json())["job_id"])
+    # Unknown stores' images settle at once and count only while being created.
+    unknown = await client.post("/api/submit/", json=_payload(urls, store_id="NOPE"))
+    assert unknown.status == 201
+    assert client.app[keys.JOB_MANAGER].pending_images == 0
