@@ -16,7 +16,10 @@ from tests.support.processes import REPO_ROOT, ServiceProcess, descendants, pid_
 
 @pytest.fixture
 def service_process(stores_csv: Path) -> Iterator[ServiceProcess]:
-    service = ServiceProcess({"RP_STORES": str(stores_csv), "RP_WORKERS": "2"})
+    # A grace period far beyond stop()'s deadline: an idle service must not wait it out.
+    service = ServiceProcess(
+        {"RP_STORES": str(stores_csv), "RP_WORKERS": "2", "RP_SHUTDOWN_GRACE": "300"}
+    )
     try:
         yield service
     finally:
