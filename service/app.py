@@ -26,9 +26,14 @@ from service.schemas import RequestLimits, SubmitSchema
 from service.stores import StoreMaster, StoreMasterError, load_store_master
 from service.views import routes
 
-__all__ = ["create_app", "drain", "main", "serve"]
+__all__ = ["ListenError", "create_app", "drain", "main", "serve"]
 
 log = logging.getLogger(__name__)
+
+
+class ListenError(Exception):
+    """The HTTP port cannot be opened (in use, no permission); a one-line message."""
+
 
 # How long open HTTP connections get to finish once shutdown begins.
 HTTP_SHUTDOWN_TIMEOUT = 5.0
@@ -136,7 +141,14 @@ async def serve(app: web.Application) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, on_signal)
         site = web.TCPSite(runner, settings.host, settings.port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            # asyncio rewraps the error with a long message; the errno says it all.
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise ListenError(
+                f"cannot listen on {settings.host}:{settings.port}: {reason}"
+            ) from None
         log.info(
             "serving on http://%s:%d with %d stores from %s",
             settings.host,
@@ -184,6 +196,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, StoreMasterError) as exc:
         print(f"retail-pulse: {exc}", file=sys.stderr)
         return 2
-    asyncio.run(serve(app))
+    try:
+        asyncio.run(serve(app))
+    except ListenError as exc:
+        print(f"retail-pulse: {exc}", file=sys.stderr)
+        return 2
     log.info("stopped")
     return 0

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -17,7 +20,7 @@ import aiohttp
 import pytest
 
 from tests.support.image_host import ImageHost
-from tests.support.processes import ServiceProcess, descendants, wait_until_gone
+from tests.support.processes import REPO_ROOT, ServiceProcess, descendants, wait_until_gone
 
 SHUT_DOWN_REASON_LOG = "failed 1 unfinished images: service shutting down"
 
@@ -127,3 +130,28 @@ async def test_second_signal_cuts_the_grace_short(
     assert "Traceback" not in stderr
     assert SHUT_DOWN_REASON_LOG in stderr
     assert await wait_until_gone(workers) == set()
+
+
+def test_port_in_use_is_a_one_line_error(stores_csv: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "service"],
+            check=False,
+            cwd=REPO_ROOT,
+            env={
+                "PATH": "/usr/bin:/bin",
+                "RP_HOST": "127.0.0.1",
+                "RP_PORT": str(port),
+                "RP_STORES": str(stores_csv),
+                "RP_WORKERS": "1",
+            },
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines == [f"retail-pulse: cannot listen on 127.0.0.1:{port}: Address already in use"]
