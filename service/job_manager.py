@@ -157,6 +157,17 @@ class JobManager:
 
     # -- the client side: called by handlers and the pipeline --------------
 
+    def check_admission(self) -> None:
+        """Refuse at once when no job could be admitted, before a body is read and parsed.
+
+        Parsing a large body costs more than anything else a refused submit does,
+        and spending it while overloaded would deepen the overload.
+        """
+        if not self._accepting:
+            raise _shutting_down()
+        if self._max_pending is not None and self.pending_images >= self._max_pending:
+            raise self._busy(0)
+
     async def submit(self, visits: Sequence[Visit]) -> int:
         if not self._accepting:
             raise _shutting_down()
@@ -239,11 +250,15 @@ class JobManager:
             return
         images = sum(len(visit.image_urls) for visit in visits)
         if self.pending_images + images > self._max_pending:
-            raise ServiceUnavailable(
-                f"service is busy: {self.pending_images} images pending, this job adds "
-                f"{images}, the limit is {self._max_pending}; retry later",
-                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-            )
+            raise self._busy(images)
+
+    def _busy(self, images: int) -> ServiceUnavailable:
+        adds = f", this job adds {images}" if images else ""
+        return ServiceUnavailable(
+            f"service is busy: {self.pending_images} images pending{adds}, "
+            f"the limit is {self._max_pending}; retry later",
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
 
     def _create(self, visits: tuple[Visit, ...]) -> int:
         # Checked inside the actor, so concurrent submits cannot all slip under the cap.

@@ -64,6 +64,7 @@ def _decode_json(raw: bytes) -> Any:
 @routes.post("/api/submit/")
 @routes.post("/api/submit")
 async def submit_job(request: web.Request) -> web.Response:
+    request.app[keys.JOB_MANAGER].check_admission()
     body = await _read_json_object(request)
     schema = request.app[keys.SUBMIT_SCHEMA]
     if request.content_length and request.content_length > _THREAD_PARSE_BYTES:

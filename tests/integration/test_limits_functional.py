@@ -140,3 +140,23 @@ async def test_pending_images_are_released_when_jobs_finish(
     unknown = await client.post("/api/submit/", json=_payload(urls, store_id="NOPE"))
     assert unknown.status == 201
     assert client.app[keys.JOB_MANAGER].pending_images == 0
+
+
+async def test_full_service_refuses_before_reading_the_body(
+    image_host: ImageHost,
+    make_client: Callable[..., Any],
+    make_settings: Callable[..., Settings],
+) -> None:
+    client: TestClient[Any, Any] = await make_client(
+        make_settings(max_pending_images=2, max_images_per_job=2, max_body_bytes=400)
+    )
+    slow = [image_host.url(f"/slow/30/{n}x4.png") for n in (1, 2)]
+    assert (await client.post("/api/submit/", json=_payload(slow))).status == 201
+    # Neither the size nor the content of the body matters when nothing could fit:
+    # a refused submit costs no parsing.
+    refused = await client.post(
+        "/api/submit/", data=b"x" * 1000, headers={"Content-Type": "application/json"}
+    )
+    message = await _error(refused, 503)
+    assert message == "service is busy: 2 images pending, the limit is 2; retry later"
+    assert refused.headers["Retry-After"] == "5"
