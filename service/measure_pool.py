@@ -121,19 +121,31 @@ class MeasurePool:
                 continue
             try:
                 call = self._submit(batch)
-            except BrokenProcessPool:
-                # The pool broke between our last result and now: start afresh.
-                self._rebuild()
-                call = self._submit(batch)
+            except Exception as exc:
+                # Whatever goes wrong, every image taken here must still get an
+                # answer, or its job would stay ongoing forever.
+                log.exception("cannot hand a batch to the measure pool")
+                failure = MeasureFailure(f"image processing failed: {exc!r}")
+                for item in batch:
+                    _resolve(item.future, failure)
+                continue
             self._outstanding += 1
             # The batch (and its bytes) stays referenced until the call ends, for a
             # retry; the executor holds the same objects for as long anyway.
             call.add_done_callback(partial(self._settle_threadsafe, loop, self._generation, batch))
 
     def _submit(self, batch: list[_Pending]) -> ConcurrentFuture[list[Result]]:
-        return self._executor.submit(
-            self._batch_function, [item.data for item in batch], self._verify, self._max_pixels
-        )
+        images = [item.data for item in batch]
+        try:
+            return self._executor.submit(
+                self._batch_function, images, self._verify, self._max_pixels
+            )
+        except BrokenProcessPool:
+            # The pool broke between our last result and now: start afresh, once.
+            self._rebuild()
+            return self._executor.submit(
+                self._batch_function, images, self._verify, self._max_pixels
+            )
 
     def _rebuild(self) -> None:
         broken = self._executor
