@@ -135,33 +135,39 @@ async def serve(app: web.Application) -> None:
     def on_signal() -> None:
         (hurry if stop.is_set() else stop).set()
 
+    # Installed before startup, so a signal while the pool warms up still ends in
+    # an orderly stop rather than the default action (killed mid-startup).
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=HTTP_SHUTDOWN_TIMEOUT)
-    await runner.setup()
     try:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, on_signal)
-        site = web.TCPSite(runner, settings.host, settings.port)
+        await runner.setup()
         try:
-            await site.start()
-        except OSError as exc:
-            # asyncio rewraps the error with a long message; the errno says it all.
-            reason = os.strerror(exc.errno) if exc.errno else str(exc)
-            raise ListenError(
-                f"cannot listen on {settings.host}:{settings.port}: {reason}"
-            ) from None
-        log.info(
-            "serving on http://%s:%d with %d stores from %s",
-            settings.host,
-            settings.port,
-            len(app[keys.STORE_MASTER]),
-            settings.stores,
-        )
-        await stop.wait()
-        await drain(app, hurry)
+            await _listen(runner, settings)
+            await stop.wait()
+            await drain(app, hurry)
+        finally:
+            await runner.cleanup()
     finally:
-        await runner.cleanup()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
+
+
+async def _listen(runner: web.AppRunner, settings: Settings) -> None:
+    site = web.TCPSite(runner, settings.host, settings.port)
+    try:
+        await site.start()
+    except OSError as exc:
+        # asyncio rewraps the error with a long message; the errno says it all.
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise ListenError(f"cannot listen on {settings.host}:{settings.port}: {reason}") from None
+    log.info(
+        "serving on http://%s:%d with %d stores from %s",
+        settings.host,
+        settings.port,
+        len(runner.app[keys.STORE_MASTER]),
+        settings.stores,
+    )
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -160,3 +161,20 @@ async def test_full_service_refuses_before_reading_the_body(
     message = await _error(refused, 503)
     assert message == "service is busy: 2 images pending, the limit is 2; retry later"
     assert refused.headers["Retry-After"] == "5"
+
+
+async def test_concurrent_submits_cannot_overshoot_the_cap(
+    image_host: ImageHost,
+    make_client: Callable[..., Any],
+    make_settings: Callable[..., Settings],
+) -> None:
+    client: TestClient[Any, Any] = await make_client(
+        make_settings(max_pending_images=5, max_images_per_job=2)
+    )
+    slow = [image_host.url(f"/slow/30/{n}x4.png") for n in (1, 2)]
+    responses = await asyncio.gather(
+        *(client.post("/api/submit/", json=_payload(slow)) for _ in range(6))
+    )
+    # The cap is checked inside the job manager, one submit at a time: 2 + 2 fit, 2 more not.
+    assert sorted(response.status for response in responses) == [201, 201, 503, 503, 503, 503]
+    assert client.app[keys.JOB_MANAGER].pending_images == 4
