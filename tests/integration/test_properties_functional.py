@@ -28,15 +28,19 @@ EXAMPLES = settings(
 )
 
 # Nothing here may reach beyond loopback: the only well-formed URLs point at a
-# closed loopback port, and random text essentially never parses as one.
-_URLS = st.sampled_from(
-    ["http://127.0.0.1:9/a.jpg", "https://127.0.0.1:9/b.png", "ftp://x/y", "not a url", ""]
-) | st.text(max_size=30)
+# closed loopback port, and generated text never contains a scheme separator.
+_TEXT = st.text(max_size=30).filter(lambda text: "://" not in text)
+_URLS = (
+    st.sampled_from(
+        ["http://127.0.0.1:9/a.jpg", "https://127.0.0.1:9/b.png", "ftp://x/y", "not a url", ""]
+    )
+    | _TEXT
+)
 
-_JSON_SCALARS = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
+_JSON_SCALARS = st.none() | st.booleans() | st.integers() | st.floats() | _TEXT
 _ANY_JSON = st.recursive(
     _JSON_SCALARS,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_TEXT, inner),
     max_leaves=20,
 )
 
@@ -50,7 +54,7 @@ _VISIT = st.fixed_dictionaries(
     {
         "store_id": _field(st.sampled_from(["RP00001", "S00339218", "UNKNOWN", ""])),
         "image_url": _field(st.lists(_URLS, max_size=3)),
-        "visit_time": _field(st.text(max_size=20)),
+        "visit_time": _field(_TEXT),
     },
     optional={"extra": _ANY_JSON},
 )
