@@ -136,7 +136,7 @@ class InMemoryJobStore:
         self._expiries.pop(job_id, None)
 
     def ongoing(self) -> Iterator[Job]:
-        # Finished jobs are the minority only while busy; this runs at shutdown only.
+        # O(jobs), and only called at shutdown.
         return (job for job in list(self._jobs.values()) if not job.status.is_terminal)
 
     def sweep(self) -> int:

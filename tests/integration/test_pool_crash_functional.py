@@ -74,7 +74,7 @@ async def test_killed_worker_is_replaced_and_its_batch_retried(
 ) -> None:
     pid_file = tmp_path / "held.pid"
     faults = await _fault_host(aiohttp_server, {"hold": pool_faults.hold_once(pid_file)})
-    # One worker and a large batch: the held image and its batch-mates die together.
+    # One worker: whatever batch the held image is in dies with it.
     client = await _faulty_service(aiohttp_client, make_settings(workers=1, batch_size=16))
     pool = client.app[keys.MEASURE_POOL]
     job_id = await _submit(
@@ -94,7 +94,7 @@ async def test_killed_worker_is_replaced_and_its_batch_retried(
     assert await wait_for_status(client, after) == {"status": "completed", "job_id": after}
 
 
-async def test_image_that_kills_its_worker_twice_fails_with_a_clear_reason(
+async def test_image_that_kills_its_worker_twice_fails_alone_with_a_clear_reason(
     aiohttp_server: Any,
     aiohttp_client: Any,
     make_settings: Callable[..., Settings],
@@ -102,10 +102,23 @@ async def test_image_that_kills_its_worker_twice_fails_with_a_clear_reason(
     tmp_path: Path,
 ) -> None:
     prefix = tmp_path / "poison"
-    faults = await _fault_host(aiohttp_server, {"poison": pool_faults.hold_always(prefix)})
+    gate = tmp_path / "gate"
+    faults = await _fault_host(
+        aiohttp_server,
+        {"poison": pool_faults.hold_always(prefix), "gate": pool_faults.wait_for(gate)},
+    )
     client = await _faulty_service(aiohttp_client, make_settings(workers=1, batch_size=16))
+    pool = client.app[keys.MEASURE_POOL]
+    # Keep the only worker busy, so the next job's two images queue up and go out
+    # together in one batch when it frees.
+    gate_job = await _submit(client, [str(faults.make_url("/fault/gate"))])
     poison_url = str(faults.make_url("/fault/poison"))
     job_id = await _submit(client, [poison_url, image_host.url("/img/40x10.jpg")])
+    deadline = time.monotonic() + 20
+    while pool.queued < 2:
+        assert time.monotonic() < deadline, "the job's images never queued for the pool"
+        await asyncio.sleep(0.02)
+    _open(gate)
 
     os.kill(await _read_pid(Path(f"{prefix}.1")), signal.SIGKILL)
     os.kill(await _read_pid(Path(f"{prefix}.2")), signal.SIGKILL)
@@ -119,9 +132,15 @@ async def test_image_that_kills_its_worker_twice_fails_with_a_clear_reason(
     # Its batch-mate was retried alone, so the poison image did not take it down twice.
     assert detail["results"][1]["perimeter"] == 100
     assert _pid_in(Path(f"{prefix}.3")) is None
+    assert pool.rebuilds == 2
+    assert (await wait_for_status(client, gate_job))["status"] == "completed"
 
     after = await _submit(client, [image_host.url("/img/12x8.webp")])
     assert await wait_for_status(client, after) == {"status": "completed", "job_id": after}
+
+
+def _open(gate: Path) -> None:
+    gate.touch()
 
 
 async def test_worker_killed_while_idle_does_not_break_later_jobs(

@@ -6,6 +6,7 @@ deterministic that the test can act on, such as waiting to be killed:
   b"hold-once <pid file>"    write the worker's pid and wait (to be killed); if the
                              pid file already exists, answer 1x1 instead
   b"hold-always <pid file>"  write the worker's pid to "<pid file>.<n>" and wait
+  b"wait-for <path>"         keep the worker busy until ``path`` exists, then answer 2x2
 Anything else is measured by the real code.
 """
 
@@ -18,7 +19,7 @@ from pathlib import Path
 from service import imaging
 from service.imaging import MeasureFailure, Measurement
 
-__all__ = ["hold_always", "hold_once", "measure_batch"]
+__all__ = ["hold_always", "hold_once", "measure_batch", "wait_for"]
 
 # A held worker gives up after this long, so a test that fails to kill it cannot hang.
 HOLD_LIMIT = 60.0
@@ -30,6 +31,10 @@ def hold_once(pid_file: Path) -> bytes:
 
 def hold_always(pid_file: Path) -> bytes:
     return f"hold-always {pid_file}".encode()
+
+
+def wait_for(path: Path) -> bytes:
+    return f"wait-for {path}".encode()
 
 
 def _write_pid(path: Path) -> None:
@@ -60,6 +65,12 @@ def _run(data: bytes, verify: str, max_pixels: int) -> Measurement | MeasureFail
             attempt += 1
         _write_pid(Path(f"{prefix}.{attempt}"))
         return _hold()
+    if command == b"wait-for":
+        gate = Path(argument.decode())
+        deadline = time.monotonic() + HOLD_LIMIT
+        while not gate.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return Measurement(2, 2)
     return imaging.measure_image(data, verify, max_pixels)
 
 
