@@ -7,6 +7,7 @@ these tests add running jobs, on the same ``ServiceProcess`` harness.
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import socket
 import subprocess
@@ -128,7 +129,9 @@ async def test_second_signal_cuts_the_grace_short(
     code, _, stderr = await asyncio.to_thread(service.stop)
     assert code == 0, stderr
     assert "Traceback" not in stderr
-    assert SHUT_DOWN_REASON_LOG in stderr
+    # The stuck image, plus any probe accepted before the signal landed (its
+    # connection-refused download may still be backing off between retries).
+    assert re.search(r"failed [1-9]\d* unfinished images: service shutting down", stderr)
     assert await wait_until_gone(workers) == set()
 
 
