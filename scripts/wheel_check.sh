@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# `make wheel-check`: the container's install path, checked without Docker.
+# Builds a wheel from the committed tree (a clean checkout, as `git archive` gives it),
+# installs it into a fresh venv, starts the installed service from a directory outside the
+# source tree, checks /healthz, runs one job against a loopback image server, then stops
+# it with SIGTERM and requires exit code 0.
+# Usage: scripts/wheel_check.sh PYTHON   (the project venv's python: builds, serves images)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${1:?usage: scripts/wheel_check.sh PYTHON}
+# The extras the Dockerfile installs, so both install the same thing.
+WHEEL_EXTRAS=""
+
+work=$(mktemp -d)
+image_pid=""
+service_pid=""
+cleanup() {
+    for pid in $image_pid $service_pid; do
+        kill -TERM "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+repo=$PWD
+
+if [[ -n "$(git status --porcelain --untracked-files=no)" ]]; then
+    echo "wheel-check: note: uncommitted changes are not part of the check (it builds HEAD)"
+fi
+mkdir -p "$work/src" "$work/dist" "$work/run"
+git archive --format=tar HEAD | tar -x -C "$work/src"
+
+echo "wheel-check: building the wheel"
+"$PYTHON" -m pip wheel --quiet --no-deps --wheel-dir "$work/dist" "$work/src"
+wheels=("$work"/dist/*.whl)
+if [[ ${#wheels[@]} -ne 1 ]]; then
+    echo "wheel-check: expected one wheel, got: ${wheels[*]}" >&2
+    exit 1
+fi
+wheel=${wheels[0]}
+"$PYTHON" scripts/check_wheel_contents.py "$wheel" "$work/src"
+
+echo "wheel-check: installing $(basename "$wheel") into a fresh venv"
+"$PYTHON" -m venv "$work/venv"
+"$work/venv/bin/python" -m pip install --quiet --disable-pip-version-check "$wheel$WHEEL_EXTRAS"
+
+# Everything below runs in $work/run, with no path back into the source tree.
+cp stores.csv "$work/run/master.csv"
+cd "$work/run"
+clean_env=(env -u PYTHONPATH -u VIRTUAL_ENV)
+for name in $(compgen -e); do
+    [[ $name == RP_* ]] && clean_env+=(-u "$name")
+done
+location=$("${clean_env[@]}" "$work/venv/bin/python" -c 'import service; print(service.__file__)')
+if [[ $location != "$work/venv/"* ]]; then
+    echo "wheel-check: service imported from $location, not from the fresh venv" >&2
+    exit 1
+fi
+
+cd "$repo"
+PYTHONPATH=. "$PYTHON" scripts/image_server.py --port-file "$work/image-port" \
+    2>"$work/image-server.log" &
+image_pid=$!
+port=$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+
+cd "$work/run"
+serve=("$work/venv/bin/python" -m service)
+echo "wheel-check: starting the installed service (python -m service) in $work/run"
+"${clean_env[@]}" RP_HOST=127.0.0.1 RP_WORKERS=1 RP_GPU_DELAY_MIN=0 RP_GPU_DELAY_MAX=0 \
+    RP_ALLOW_PRIVATE_NETWORKS=true \
+    "${serve[@]}" --stores "$work/run/master.csv" --port "$port" 2>"$work/service.log" &
+service_pid=$!
+cd "$repo"
+
+for _ in $(seq 100); do
+    [[ -s "$work/image-port" ]] && break
+    sleep 0.1
+done
+image_base="http://127.0.0.1:$(cat "$work/image-port")"
+base_url="http://127.0.0.1:$port"
+
+if ! "$PYTHON" scripts/healthcheck.py "$base_url/healthz" --wait 30; then
+    cat "$work/service.log" >&2
+    exit 1
+fi
+echo "wheel-check: /healthz is ok"
+if ! "$PYTHON" scripts/smoke_job.py "$base_url" "$image_base"; then
+    cat "$work/service.log" >&2
+    exit 1
+fi
+
+kill -TERM "$service_pid"
+code=0
+wait "$service_pid" || code=$?
+service_pid=""
+if [[ $code -ne 0 ]] || grep -q Traceback "$work/service.log"; then
+    echo "wheel-check: the service exited $code after SIGTERM" >&2
+    cat "$work/service.log" >&2
+    exit 1
+fi
+echo "wheel-check: SIGTERM stopped the service with exit code 0"
+echo "wheel-check: passed"
