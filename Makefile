@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALL_INPUTS := setup.cfg pyproject.toml
 
-.PHONY: venv run test lint clean
+.PHONY: venv run test lint clean postman hadolint wheel-check
 
 # A venv with the service and its test tools (what `make test` uses).
 venv: $(VENV)/.installed-test
@@ -21,6 +21,11 @@ $(VENV)/.installed-test: $(INSTALL_INPUTS) | $(VENV)/bin/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@ $(VENV)/.installed-run
 
+# CI-only tools (hadolint, PyYAML) from the `ci` extra.
+$(VENV)/.installed-ci: $(INSTALL_INPUTS) | $(VENV)/bin/python
+	$(BIN)/python -m pip install --quiet -e '.[ci]'
+	touch $@
+
 run: $(VENV)/.installed-run
 	$(BIN)/python -m service --config config/default.toml
 
@@ -28,9 +33,22 @@ test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check service tests
-	$(BIN)/ruff format --check service tests
+	$(BIN)/ruff check service tests scripts
+	$(BIN)/ruff format --check service tests scripts
 	$(BIN)/mypy
+
+# The Postman collection, run by newman against a fresh service and a loopback image server.
+postman: $(VENV)/.installed-run
+	bash scripts/postman.sh $(BIN)/python
+
+# Lint the Dockerfile (no Docker engine needed) and check docker-compose.yml against it.
+hadolint: $(VENV)/.installed-ci
+	$(BIN)/hadolint --config .hadolint.yaml Dockerfile
+	$(BIN)/python scripts/check_compose.py docker-compose.yml Dockerfile
+
+# The image's install path without Docker: wheel from a clean checkout, fresh venv, one job.
+wheel-check: $(VENV)/.installed-run
+	bash scripts/wheel_check.sh $(BIN)/python
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
