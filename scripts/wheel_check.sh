@@ -29,22 +29,25 @@ repo=$PWD
 if [[ -n "$(git status --porcelain --untracked-files=no)" ]]; then
     echo "wheel-check: note: uncommitted changes are not part of the check (it builds HEAD)"
 fi
-mkdir -p "$work/src" "$work/dist" "$work/run"
+mkdir -p "$work/src" "$work/wheels" "$work/run"
 git archive --format=tar HEAD | tar -x -C "$work/src"
 
-echo "wheel-check: building the wheel"
-"$PYTHON" -m pip wheel --quiet --no-deps --wheel-dir "$work/dist" "$work/src"
-wheels=("$work"/dist/*.whl)
-if [[ ${#wheels[@]} -ne 1 ]]; then
-    echo "wheel-check: expected one wheel, got: ${wheels[*]}" >&2
+# As the Dockerfile's build stage does: the service's wheel plus wheels of all its
+# dependencies, then an install from those wheels alone (--no-index), as the runtime stage does.
+echo "wheel-check: building wheels"
+"$PYTHON" -m pip wheel --quiet --disable-pip-version-check --wheel-dir "$work/wheels" "$work/src"
+wheels=("$work"/wheels/retail_pulse-*.whl)
+if [[ ${#wheels[@]} -ne 1 || ! -f ${wheels[0]} ]]; then
+    echo "wheel-check: expected one retail_pulse wheel, got: ${wheels[*]}" >&2
     exit 1
 fi
 wheel=${wheels[0]}
 "$PYTHON" scripts/check_wheel_contents.py "$wheel" "$work/src"
 
-echo "wheel-check: installing $(basename "$wheel") into a fresh venv"
+echo "wheel-check: installing $(basename "$wheel") into a fresh venv, offline"
 "$PYTHON" -m venv "$work/venv"
-"$work/venv/bin/python" -m pip install --quiet --disable-pip-version-check "$wheel$WHEEL_EXTRAS"
+"$work/venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+    --no-index --find-links="$work/wheels" "$wheel$WHEEL_EXTRAS"
 
 # Everything below runs in $work/run, with no path back into the source tree.
 cp stores.csv "$work/run/master.csv"
