@@ -8,7 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${1:?usage: scripts/wheel_check.sh PYTHON}
-# The extras the Dockerfile installs, so both install the same thing.
+# The extras the Dockerfile's runtime stage installs, so both install the same thing
+# (e.g. "[speed]" once the Dockerfile installs "<wheel>[speed]").
 WHEEL_EXTRAS=""
 
 work=$(mktemp -d)
@@ -69,8 +70,14 @@ image_pid=$!
 port=$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 
 cd "$work/run"
-serve=("$work/venv/bin/python" -m service)
-echo "wheel-check: starting the installed service (python -m service) in $work/run"
+# The image's own CMD (JSON form, which hadolint enforces), run from the fresh venv's bin/.
+mapfile -t cmd < <("$PYTHON" -c '
+import json, sys
+lines = [line for line in open(sys.argv[1]) if line.startswith("CMD ")]
+print("\n".join(json.loads(lines[-1][4:])))
+' "$repo/Dockerfile")
+serve=("$work/venv/bin/${cmd[0]}" "${cmd[@]:1}")
+echo "wheel-check: starting the image's CMD (${cmd[*]}) from the fresh venv in $work/run"
 "${clean_env[@]}" RP_HOST=127.0.0.1 RP_WORKERS=1 RP_GPU_DELAY_MIN=0 RP_GPU_DELAY_MAX=0 \
     RP_ALLOW_PRIVATE_NETWORKS=true \
     "${serve[@]}" --stores "$work/run/master.csv" --port "$port" 2>"$work/service.log" &
