@@ -8,6 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${1:?usage: scripts/wheel_check.sh PYTHON}
+# Absolute, since part of the check runs elsewhere; not resolved, so it stays the venv's.
+PYTHON="$(cd "$(dirname "$PYTHON")" && pwd)/$(basename "$PYTHON")"
 # The extras the Dockerfile's runtime stage installs, so both install the same thing
 # (e.g. "[speed]" once the Dockerfile installs "<wheel>[speed]").
 WHEEL_EXTRAS=""
@@ -75,7 +77,11 @@ mapfile -t cmd < <("$PYTHON" -c '
 import json, sys
 lines = [line for line in open(sys.argv[1]) if line.startswith("CMD ")]
 print("\n".join(json.loads(lines[-1][4:])))
-' "$repo/Dockerfile")
+' "$work/src/Dockerfile")
+if [[ ${#cmd[@]} -eq 0 ]]; then
+    echo "wheel-check: no CMD found in the Dockerfile" >&2
+    exit 1
+fi
 serve=("$work/venv/bin/${cmd[0]}" "${cmd[@]:1}")
 echo "wheel-check: starting the image's CMD (${cmd[*]}) from the fresh venv in $work/run"
 "${clean_env[@]}" RP_HOST=127.0.0.1 RP_WORKERS=1 RP_GPU_DELAY_MIN=0 RP_GPU_DELAY_MAX=0 \
