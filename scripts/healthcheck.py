@@ -13,6 +13,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 __all__ = ["healthy", "main"]
 
@@ -26,6 +27,14 @@ def healthy(url: str, timeout: float) -> bool:
     return isinstance(body, dict) and body.get("status") == "ok"
 
 
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 def main() -> int:
     # The container runs this inside the service's own network namespace, so loopback and
     # RP_PORT (what the service listens on) are right by default.
@@ -34,9 +43,13 @@ def main() -> int:
     parser.add_argument("url", nargs="?", default=default_url, help=f"default {default_url}")
     parser.add_argument("--timeout", type=float, default=3.0, help="seconds per request")
     parser.add_argument("--wait", type=float, default=0.0, help="retry for this many seconds")
+    parser.add_argument("--pid", type=int, help="with --wait: give up once this process exits")
     args = parser.parse_args()
     deadline = time.monotonic() + args.wait
     while not healthy(args.url, args.timeout):
+        if args.pid is not None and not _running(args.pid):
+            print(f"healthcheck: process {args.pid} exited", file=sys.stderr)
+            return 1
         if time.monotonic() >= deadline:
             print(f"healthcheck: {args.url} is not healthy", file=sys.stderr)
             return 1

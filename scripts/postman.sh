@@ -34,7 +34,8 @@ port=$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)
 RP_HOST=127.0.0.1 RP_PORT=$port RP_STORES=stores.csv RP_WORKERS=1 \
     RP_GPU_DELAY_MIN=0 RP_GPU_DELAY_MAX=0 RP_ALLOW_PRIVATE_NETWORKS=true \
     "$PYTHON" -m service 2>"$work/service.log" &
-pids+=($!)
+service_pid=$!
+pids+=("$service_pid")
 
 for _ in $(seq 100); do
     [[ -s "$work/image-port" ]] && break
@@ -48,7 +49,7 @@ fi
 image_base="http://127.0.0.1:$(cat "$work/image-port")"
 base_url="http://127.0.0.1:$port"
 
-if ! "$PYTHON" scripts/healthcheck.py "$base_url/healthz" --wait 30; then
+if ! "$PYTHON" scripts/healthcheck.py "$base_url/healthz" --wait 30 --pid "$service_pid"; then
     cat "$work/service.log" >&2
     exit 1
 fi

@@ -97,7 +97,7 @@ done
 image_base="http://127.0.0.1:$(cat "$work/image-port")"
 base_url="http://127.0.0.1:$port"
 
-if ! "$PYTHON" scripts/healthcheck.py "$base_url/healthz" --wait 30; then
+if ! "$PYTHON" scripts/healthcheck.py "$base_url/healthz" --wait 30 --pid "$service_pid"; then
     cat "$work/service.log" >&2
     exit 1
 fi
