@@ -17,21 +17,22 @@ from service.config import Settings
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "healthcheck.py"
 
 
-async def _run(*args: str, env: dict[str, str] | None = None) -> int:
+def _run_sync(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     full_env = {key: value for key, value in os.environ.items() if not key.startswith("RP_")}
     full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args],
+        check=False,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
-    def run() -> int:
-        return subprocess.run(
-            [sys.executable, str(SCRIPT), *args],
-            check=False,
-            env=full_env,
-            capture_output=True,
-            timeout=30,
-        ).returncode
 
+async def _run(*args: str, env: dict[str, str] | None = None) -> int:
     # The server under test runs on this loop, so the child must not block it.
-    return await asyncio.to_thread(run)
+    return (await asyncio.to_thread(_run_sync, *args, env=env)).returncode
 
 
 async def test_healthy_service_passes(aiohttp_server: Any, settings: Settings) -> None:
@@ -61,3 +62,16 @@ async def test_unhealthy_answer_fails(aiohttp_server: Any) -> None:
 
 async def test_nothing_listening_fails(unused_tcp_port: int) -> None:
     assert await _run(f"http://127.0.0.1:{unused_tcp_port}/healthz", "--timeout", "1") == 1
+
+
+def test_wait_gives_up_when_the_watched_process_exits(unused_tcp_port: int) -> None:
+    exited = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    pid = exited.stdout.strip()
+    result = _run_sync(f"http://127.0.0.1:{unused_tcp_port}/healthz", "--wait", "50", "--pid", pid)
+    assert result.returncode == 1
+    assert f"process {pid} exited" in result.stderr
