@@ -19,9 +19,16 @@ from service.config import ConfigError, Settings, load_config
 from service.downloader import Downloader, create_client_session
 from service.job_manager import MAX_SWEEP_INTERVAL, JobManager
 from service.job_store import InMemoryJobStore
+from service.job_telemetry import JobTelemetry
+from service.logging_setup import AccessLogger, configure_logging, stop_logging
 from service.measure_pool import MeasurePool
+from service.metrics import Metrics, TimedFetcher
 from service.middlewares import error_middleware
+from service.openapi import build_openapi
+from service.openapi import routes as openapi_routes
+from service.ops_views import routes as ops_routes
 from service.pipeline import Pipeline
+from service.results import routes as results_routes
 from service.schemas import RequestLimits, SubmitSchema
 from service.stores import StoreMaster, StoreMasterError, load_store_master
 from service.views import routes
@@ -54,10 +61,15 @@ def create_app(settings: Settings, store_master: StoreMaster | None = None) -> w
             max_store_id_length=settings.max_store_id_length,
         )
     )
+    app[keys.METRICS] = Metrics()
+    app[keys.OPENAPI] = build_openapi(settings)
     app.cleanup_ctx.append(client_session_ctx)
     app.cleanup_ctx.append(measure_pool_ctx)
     app.cleanup_ctx.append(job_manager_ctx)
     app.add_routes(routes)
+    app.add_routes(results_routes)
+    app.add_routes(ops_routes)
+    app.add_routes(openapi_routes)
     return app
 
 
@@ -76,6 +88,7 @@ async def measure_pool_ctx(app: web.Application) -> AsyncIterator[None]:
         max_pixels=settings.max_pixels,
         max_batch=settings.batch_size,
         batch_function=app.get(keys.BATCH_FUNCTION, imaging.measure_batch),
+        on_batch=app[keys.METRICS].pool_batch_size.observe,
     )
     try:
         # Start the workers now rather than on the first image.
@@ -88,8 +101,12 @@ async def measure_pool_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def job_manager_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
-    downloader = Downloader(app[keys.CLIENT_SESSION], settings)
+    metrics = app[keys.METRICS]
+    downloader = TimedFetcher(
+        Downloader(app[keys.CLIENT_SESSION], settings), metrics.download_seconds
+    )
     pipeline = Pipeline(settings, downloader, app[keys.MEASURE_POOL])
+    metrics.watch_pipeline(pipeline)
     job_store = InMemoryJobStore(ttl=settings.job_ttl, max_finished=settings.max_finished_jobs)
     manager = JobManager(
         job_store,
@@ -97,6 +114,7 @@ async def job_manager_ctx(app: web.Application) -> AsyncIterator[None]:
         pipeline,
         max_pending_images=settings.max_pending_images,
         sweep_interval=min(settings.job_ttl, MAX_SWEEP_INTERVAL),
+        observer=JobTelemetry(metrics),
     )
     app[keys.PIPELINE] = pipeline
     app[keys.JOB_STORE] = job_store
@@ -139,7 +157,12 @@ async def serve(app: web.Application) -> None:
     # an orderly stop rather than the default action (killed mid-startup).
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=HTTP_SHUTDOWN_TIMEOUT)
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        shutdown_timeout=HTTP_SHUTDOWN_TIMEOUT,
+        access_log_class=AccessLogger,
+    )
     try:
         await runner.setup()
         try:
@@ -181,14 +204,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -197,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             os.environ,
             {"host": args.host, "port": args.port, "stores": args.stores},
         )
-        configure_logging(settings.log_level)
+        configure_logging(settings.log_level, settings.log_format)
         app = create_app(settings)
     except (ConfigError, StoreMasterError) as exc:
         print(f"retail-pulse: {exc}", file=sys.stderr)
@@ -207,5 +222,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ListenError as exc:
         print(f"retail-pulse: {exc}", file=sys.stderr)
         return 2
-    log.info("stopped")
+    else:
+        log.info("stopped")
+    finally:
+        # Write out what the writer thread still holds before the process ends.
+        stop_logging()
     return 0

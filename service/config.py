@@ -60,6 +60,8 @@ class Settings:
     port: int = _setting(8080, _port)
     stores: str = _setting("stores.csv")
     log_level: str = _setting("info", _one_of("debug", "info", "warning", "error"))
+    log_format: str = _setting("json", _one_of("json", "text"))
+    ready_timeout: float = _setting(2.0, _positive)
 
     workers: int = _setting(0, _non_negative)
     verify: str = _setting("full", _one_of("full", "header"))
@@ -89,6 +91,7 @@ class Settings:
     max_store_id_length: int = _setting(64, _positive)
     default_page_size: int = _setting(100, _positive)
     max_page_size: int = _setting(1000, _positive)
+    export_chunk_rows: int = _setting(1000, _positive)
 
     max_pending_images: int = _setting(1_000_000, _positive)
     job_ttl: float = _setting(86_400.0, _positive)

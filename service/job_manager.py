@@ -29,7 +29,7 @@ from service.jobs import (
     Visit,
 )
 from service.stores import StoreMaster
-from service.typedefs import WorkSink
+from service.typedefs import JobObserver, WorkSink
 
 __all__ = ["JobManager"]
 
@@ -101,8 +101,10 @@ class JobManager:
         *,
         max_pending_images: int | None = None,
         sweep_interval: float = MAX_SWEEP_INTERVAL,
+        observer: JobObserver | None = None,
     ) -> None:
         self._jobs = job_store
+        self._observer = observer
         self._store_master = store_master
         self._work = work
         self._max_pending = max_pending_images
@@ -270,6 +272,8 @@ class JobManager:
             "job created",
             extra={"job_id": job.job_id, "visits": len(visits), "images": job.total},
         )
+        if self._observer is not None:
+            self._observer.job_created(job)
         unknown = [
             (job.visit_starts[position] + offset, ImageOutcome.failed(UNKNOWN_STORE_REASON))
             for position, store in enumerate(stores)
@@ -292,6 +296,8 @@ class JobManager:
         if job is None:
             return
         self._add_pending(done_before - job.done)
+        if self._observer is not None:
+            self._observer.images_settled(job, settled)
         if not job.all_settled:
             return
         status = self._jobs.finish(job_id, datetime.now(UTC))
@@ -304,6 +310,10 @@ class JobManager:
                 "failed_images": job.failed,
             },
         )
+        if self._observer is not None:
+            summary = self._jobs.summary(job_id)
+            if summary is not None:
+                self._observer.job_finished(summary)
 
     def _fail_ongoing(self, reason: str) -> int:
         failed = 0

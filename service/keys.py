@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import aiohttp
 from aiohttp import web
 
@@ -9,6 +11,7 @@ from service.config import Settings
 from service.job_manager import JobManager
 from service.job_store import InMemoryJobStore
 from service.measure_pool import BatchFunction, MeasurePool
+from service.metrics import Metrics
 from service.pipeline import Pipeline
 from service.schemas import SubmitSchema
 from service.stores import StoreMaster
@@ -19,6 +22,8 @@ __all__ = [
     "JOB_MANAGER",
     "JOB_STORE",
     "MEASURE_POOL",
+    "METRICS",
+    "OPENAPI",
     "PIPELINE",
     "SETTINGS",
     "STORE_MASTER",
@@ -35,3 +40,6 @@ BATCH_FUNCTION: web.AppKey[BatchFunction] = web.AppKey("batch_function")
 PIPELINE = web.AppKey("pipeline", Pipeline)
 JOB_MANAGER = web.AppKey("job_manager", JobManager)
 JOB_STORE = web.AppKey("job_store", InMemoryJobStore)
+METRICS = web.AppKey("metrics", Metrics)
+# The OpenAPI document, built once per app from the schemas and the settings.
+OPENAPI = web.AppKey("openapi", dict[str, Any])

@@ -60,8 +60,11 @@ class MeasurePool:
         max_pixels: int,
         max_batch: int,
         batch_function: BatchFunction = imaging.measure_batch,
+        on_batch: Callable[[int], None] | None = None,
     ) -> None:
         self.workers = workers or default_worker_count()
+        # Told each batch's size as it goes out (the batch-size metric).
+        self._on_batch = on_batch
         self._verify = verify
         self._max_pixels = max_pixels
         self._max_batch = max_batch
@@ -130,6 +133,8 @@ class MeasurePool:
                     _resolve(item.future, failure)
                 continue
             self._outstanding += 1
+            if self._on_batch is not None:
+                self._on_batch(len(batch))
             # The batch (and its bytes) stays referenced until the call ends, for a
             # retry; the executor holds the same objects for as long anyway.
             call.add_done_callback(partial(self._settle_threadsafe, loop, self._generation, batch))

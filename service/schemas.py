@@ -23,13 +23,19 @@ from marshmallow import (
 from service.jobs import Visit, normalise_visit_time
 
 __all__ = [
+    "EmptySchema",
     "ErrorSchema",
     "HealthSchema",
     "ImageResultSchema",
     "JobCreatedSchema",
     "JobDetailSchema",
+    "JobListQuerySchema",
+    "JobListSchema",
     "PageQuerySchema",
+    "ReadySchema",
     "RequestLimits",
+    "ResultsPageSchema",
+    "ResultsQuerySchema",
     "StatusSchema",
     "StoreErrorSchema",
     "Submission",
@@ -200,6 +206,64 @@ class JobDetailSchema(Schema):
     offset = fields.Integer(required=True)
     limit = fields.Integer(required=True)
     results = fields.List(fields.Nested(ImageResultSchema), required=True)
+
+
+JOB_STATUSES = ["ongoing", "completed", "failed"]
+RESULT_FORMATS = ["json", "csv"]
+
+
+class JobListQuerySchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    status = fields.String(validate=validate.OneOf(JOB_STATUSES))
+    limit = fields.Integer(validate=validate.Range(min=1))
+
+
+class JobListItemSchema(Schema):
+    job_id = fields.Integer(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(JOB_STATUSES))
+    created_at = fields.DateTime(required=True)
+    finished_at = fields.DateTime(allow_none=True, required=True)
+    progress = fields.Nested(ProgressSchema, required=True)
+
+
+class JobListSchema(Schema):
+    """Recent jobs, newest first."""
+
+    jobs = fields.List(fields.Nested(JobListItemSchema), required=True)
+
+
+class ResultsQuerySchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    format = fields.String(load_default="json", validate=validate.OneOf(RESULT_FORMATS))
+    offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    limit = fields.Integer(validate=validate.Range(min=1))
+
+
+class ResultsPageSchema(Schema):
+    """One page of a job's per-image results, in submission order."""
+
+    job_id = fields.Integer(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(JOB_STATUSES))
+    total = fields.Integer(required=True)
+    offset = fields.Integer(required=True)
+    limit = fields.Integer(required=True)
+    results = fields.List(fields.Nested(ImageResultSchema), required=True)
+
+
+class ReadySchema(Schema):
+    status = fields.String(required=True, validate=validate.OneOf(["ready", "unavailable"]))
+    reason = fields.String()
+
+
+class EmptySchema(Schema):
+    """``{}``: the assignment's answer to a bad or unknown job id on /api/status."""
+
+    class Meta:
+        unknown = RAISE
 
 
 class ErrorSchema(Schema):

@@ -6,9 +6,9 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Protocol, TypeAlias
 
 if TYPE_CHECKING:
-    from service.jobs import ImageOutcome
+    from service.jobs import ImageOutcome, Job, JobSummary
 
-__all__ = ["ImageWork", "SettleCallback", "WorkSink"]
+__all__ = ["ImageWork", "JobObserver", "SettleCallback", "WorkSink"]
 
 # (flat image index within its job, image URL)
 ImageWork: TypeAlias = tuple[int, str]
@@ -27,3 +27,15 @@ class WorkSink(Protocol):
 
     def cancel(self, job_id: int) -> None:
         """Drop a job's images that have not started."""
+
+
+class JobObserver(Protocol):
+    """Told by the job manager, inside the actor, what happened to jobs (metrics, logs)."""
+
+    def job_created(self, job: Job) -> None: ...
+
+    def images_settled(self, job: Job, settled: Sequence[tuple[int, ImageOutcome]]) -> None:
+        """Called after ``settled`` was recorded. An outcome the job ignored (a second
+        report for one image) is not ``job.outcomes[index]``."""
+
+    def job_finished(self, summary: JobSummary) -> None: ...

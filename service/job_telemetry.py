@@ -1,0 +1,80 @@
+"""What the job manager reports about jobs, turned into metrics and log lines."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from service.jobs import UNKNOWN_STORE_REASON, ImageOutcome, Job, JobSummary
+from service.metrics import Metrics, failure_category
+
+__all__ = ["JobTelemetry"]
+
+log = logging.getLogger("service.images")
+
+
+class JobTelemetry:
+    """A ``JobObserver``: counts jobs and images, and logs every failed image.
+
+    It runs inside the job manager actor, so it only does cheap, synchronous work:
+    counters are bumped once per settled batch, not once per image.
+    """
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def job_created(self, job: Job) -> None:
+        self._metrics.jobs_submitted.inc()
+
+    def images_settled(self, job: Job, settled: Sequence[tuple[int, ImageOutcome]]) -> None:
+        measured = 0
+        failures: dict[str, int] = {}
+        # Images of an unknown store were never fetched: one line per store, not per image.
+        unknown_stores: dict[str, int] = {}
+        for index, outcome in settled:
+            if job.outcomes[index] is not outcome:
+                continue  # a repeated report the job ignored
+            if outcome.error is None:
+                measured += 1
+                continue
+            category = failure_category(outcome.error)
+            failures[category] = failures.get(category, 0) + 1
+            visit_index = job.visit_at(index)
+            visit = job.visits[visit_index]
+            if outcome.error == UNKNOWN_STORE_REASON:
+                unknown_stores[visit.store_id] = unknown_stores.get(visit.store_id, 0) + 1
+                continue
+            log.info(
+                "image failed",
+                extra={
+                    "job_id": job.job_id,
+                    "store_id": visit.store_id,
+                    "url": visit.image_urls[index - job.visit_starts[visit_index]],
+                    "reason": outcome.error,
+                    "category": category,
+                },
+            )
+        for store_id, images in unknown_stores.items():
+            log.info(
+                "images of an unknown store failed",
+                extra={
+                    "job_id": job.job_id,
+                    "store_id": store_id,
+                    "images": images,
+                    "reason": UNKNOWN_STORE_REASON,
+                    "category": "unknown_store",
+                },
+            )
+        if measured:
+            self._metrics.images_processed.labels("measured").inc(measured)
+        failed = sum(failures.values())
+        if failed:
+            self._metrics.images_processed.labels("failed").inc(failed)
+        for category, count in failures.items():
+            self._metrics.image_failures.labels(category).inc(count)
+
+    def job_finished(self, summary: JobSummary) -> None:
+        self._metrics.jobs_finished.labels(summary.status.value).inc()
+        if summary.finished_at is not None:
+            duration = (summary.finished_at - summary.created_at).total_seconds()
+            self._metrics.job_duration_seconds.observe(duration)

@@ -1,0 +1,129 @@
+"""Logging: JSON lines (or text) on stderr, written by a background thread; the access log."""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import logging.handlers
+import queue
+import sys
+from datetime import UTC, datetime
+from typing import IO, Any
+
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.web import BaseRequest, StreamResponse
+
+__all__ = ["AccessLogger", "JsonFormatter", "TextFormatter", "configure_logging"]
+
+# Attributes every LogRecord has; anything else on a record came from ``extra=``.
+_RECORD_ATTRIBUTES = frozenset(
+    vars(logging.LogRecord("", logging.INFO, "", 0, "", None, None)).keys()
+) | {"message", "asctime", "taskName"}
+
+
+def _extras(record: logging.LogRecord) -> dict[str, Any]:
+    return {
+        key: value
+        for key, value in vars(record).items()
+        if key not in _RECORD_ATTRIBUTES and not key.startswith("_")
+    }
+
+
+def _timestamp(record: logging.LogRecord) -> str:
+    return datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: timestamp, level, logger, message, then the extras."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "timestamp": _timestamp(record),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in _extras(record).items():
+            entry.setdefault(key, value)
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        # default=str: an extra that is not JSON (a datetime, a Path) must not lose the line.
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    """``time LEVEL logger: message key=value ...`` for people reading a terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = f"{_timestamp(record)} {record.levelname} {record.name}: {record.getMessage()}"
+        extras = _extras(record)
+        if extras:
+            text += " " + " ".join(f"{key}={value}" for key, value in extras.items())
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return text
+
+
+class AccessLogger(AbstractAccessLogger):
+    """aiohttp's access log as one record per request, with its fields as extras."""
+
+    def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
+        self.logger.info(
+            "%s %s %d",
+            request.method,
+            request.path_qs,
+            response.status,
+            extra={
+                "method": request.method,
+                "path": request.path_qs,
+                "status": response.status,
+                "bytes": response.body_length,
+                "duration_ms": round(time * 1000, 3),
+                "remote": request.remote,
+            },
+        )
+
+
+class _KeepRecordQueueHandler(logging.handlers.QueueHandler):
+    """Queues the record itself, message arguments merged, so the extras survive
+    and the listener thread does the formatting and the writing."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        message = record.getMessage()
+        record = logging.makeLogRecord(vars(record))
+        record.msg = message
+        record.args = None
+        return record
+
+
+_listener: logging.handlers.QueueListener | None = None
+
+
+def configure_logging(level: str, fmt: str = "json", stream: IO[str] | None = None) -> None:
+    """Send every logger's records to ``stream`` (stderr) in ``fmt``, from a writer thread.
+
+    Writing to a pipe can block, and the event loop must not: the loop only
+    queues records, and a listener thread formats and writes them.
+    """
+    global _listener  # noqa: PLW0603 - the process has one logging setup
+    stop_logging()
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    root = logging.getLogger()
+    for existing in list(root.handlers):
+        root.removeHandler(existing)
+    root.addHandler(_KeepRecordQueueHandler(records))
+    root.setLevel(level.upper())
+    _listener = logging.handlers.QueueListener(records, handler)
+    _listener.start()
+    atexit.register(stop_logging)
+
+
+def stop_logging() -> None:
+    """Write out what is queued and stop the writer thread."""
+    global _listener
+    listener, _listener = _listener, None
+    if listener is not None:
+        listener.stop()

@@ -1,0 +1,274 @@
+"""The OpenAPI 3 document, built by apispec from the marshmallow schemas, and its docs page."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+from swagger_ui_bundle import swagger_ui_path
+
+from service import keys
+from service.config import Settings
+from service.errors import NotFound
+from service.schemas import (
+    EmptySchema,
+    ErrorSchema,
+    HealthSchema,
+    JobCreatedSchema,
+    JobDetailSchema,
+    JobListQuerySchema,
+    JobListSchema,
+    PageQuerySchema,
+    ReadySchema,
+    RequestLimits,
+    ResultsPageSchema,
+    ResultsQuerySchema,
+    StatusSchema,
+    SubmitSchema,
+)
+
+__all__ = ["DOCS_ASSETS", "build_openapi", "routes"]
+
+routes = web.RouteTableDef()
+
+OPENAPI_VERSION = "3.0.3"
+
+# The Swagger UI files the docs page loads, with the content type each is served as.
+DOCS_ASSETS = {
+    "swagger-ui.css": "text/css",
+    "swagger-ui-bundle.js": "application/javascript",
+    "favicon-32x32.png": "image/png",
+    "favicon-16x16.png": "image/png",
+}
+
+_DOCS_PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <title>Retail Pulse API</title>
+  <link rel="stylesheet" href="/api/docs/assets/swagger-ui.css">
+  <link rel="icon" type="image/png" href="/api/docs/assets/favicon-32x32.png" sizes="32x32">
+</head>
+<body>
+  <div id="swagger-ui"></div>
+  <script src="/api/docs/assets/swagger-ui-bundle.js"></script>
+  <script>
+    window.ui = SwaggerUIBundle({url: "/api/openapi.json", dom_id: "#swagger-ui"});
+  </script>
+</body>
+</html>
+"""
+
+
+def _json(schema: Any, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _text(media_type: str, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {media_type: {"schema": {"type": "string"}}}}
+
+
+_ERROR_400 = _json(ErrorSchema, "Invalid input; `details` holds the field messages.")
+_ERROR_404 = _json(ErrorSchema, "No such job.")
+_ERROR_503 = _json(ErrorSchema, "The service is shutting down.")
+_JOB_ID = {
+    "in": "path",
+    "name": "job_id",
+    "required": True,
+    "description": "A job id as returned by submit (a positive integer).",
+    "schema": {"type": "string"},
+}
+
+
+def _operations(settings: Settings) -> dict[str, dict[str, Any]]:
+    submit_schema = SubmitSchema(
+        limits=RequestLimits(
+            max_images_per_job=settings.max_images_per_job,
+            max_url_length=settings.max_url_length,
+            max_store_id_length=settings.max_store_id_length,
+        )
+    )
+    submit = {
+        "post": {
+            "summary": "Submit a job of store visits and their image URLs",
+            "operationId": "submitJob",
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": submit_schema}},
+            },
+            "responses": {
+                "201": _json(JobCreatedSchema, "The job was accepted."),
+                "400": _ERROR_400,
+                "413": _json(ErrorSchema, "The request body is too large."),
+                "503": _ERROR_503,
+            },
+        }
+    }
+    return {
+        "/api/submit": submit,
+        "/api/submit/": {
+            "post": {**submit["post"], "operationId": "submitJobSlash"},
+        },
+        "/api/status": {
+            "get": {
+                "summary": "A job's status, and its failed stores once it has failed",
+                "operationId": "jobStatus",
+                "parameters": [
+                    {
+                        "in": "query",
+                        "name": "jobid",
+                        "required": False,
+                        "description": "The job id. Missing, malformed or unknown answers 400 {}.",
+                        "schema": {"type": "string"},
+                    }
+                ],
+                "responses": {
+                    "200": _json(StatusSchema, "The job's status."),
+                    "400": _json(EmptySchema, "Missing, malformed or unknown job id."),
+                    "503": _ERROR_503,
+                },
+            }
+        },
+        "/api/jobs": {
+            "get": {
+                "summary": "Recent jobs, newest first, with status and progress",
+                "description": f"`limit` defaults to {settings.default_page_size} and is "
+                f"capped at {settings.max_page_size}.",
+                "operationId": "listJobs",
+                "parameters": [{"in": "query", "schema": JobListQuerySchema}],
+                "responses": {
+                    "200": _json(JobListSchema, "Recent jobs."),
+                    "400": _ERROR_400,
+                    "503": _ERROR_503,
+                },
+            }
+        },
+        "/api/jobs/{job_id}": {
+            "get": {
+                "summary": "A job's status, progress, store errors and a page of results",
+                "operationId": "jobDetail",
+                "parameters": [_JOB_ID, {"in": "query", "schema": PageQuerySchema}],
+                "responses": {
+                    "200": _json(JobDetailSchema, "The job."),
+                    "400": _ERROR_400,
+                    "404": _ERROR_404,
+                    "503": _ERROR_503,
+                },
+            }
+        },
+        "/api/jobs/{job_id}/results": {
+            "get": {
+                "summary": "A job's per-image results: a JSON page, or every row as CSV",
+                "description": "`format=csv` streams the rows from `offset` (to the end, or "
+                "`limit` rows) with columns store_id, store_name, area_code, visit_time, url, "
+                "width, height, perimeter, error. JSON pages are capped at "
+                f"{settings.max_page_size} rows.",
+                "operationId": "jobResults",
+                "parameters": [_JOB_ID, {"in": "query", "schema": ResultsQuerySchema}],
+                "responses": {
+                    "200": {
+                        "description": "The results.",
+                        "content": {
+                            "application/json": {"schema": ResultsPageSchema},
+                            "text/csv": {"schema": {"type": "string"}},
+                        },
+                    },
+                    "400": _ERROR_400,
+                    "404": _ERROR_404,
+                    "503": _ERROR_503,
+                },
+            }
+        },
+        "/healthz": {
+            "get": {
+                "summary": "Liveness: the process serves HTTP",
+                "operationId": "healthz",
+                "responses": {"200": _json(HealthSchema, "Alive.")},
+            }
+        },
+        "/readyz": {
+            "get": {
+                "summary": "Readiness: store master loaded and the process pool answering",
+                "operationId": "readyz",
+                "responses": {
+                    "200": _json(ReadySchema, "Ready for work."),
+                    "503": _json(ReadySchema, "Not ready; `reason` says why."),
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics in the text exposition format",
+                "operationId": "metrics",
+                "responses": {"200": _text("text/plain", "The metrics.")},
+            }
+        },
+        "/api/openapi.json": {
+            "get": {
+                "summary": "This OpenAPI document",
+                "operationId": "openapi",
+                "responses": {"200": _json({"type": "object"}, "The document.")},
+            }
+        },
+        "/api/docs": {
+            "get": {
+                "summary": "Interactive API documentation (Swagger UI)",
+                "operationId": "docs",
+                "responses": {"200": _text("text/html", "The docs page.")},
+            }
+        },
+        "/api/docs/assets/{name}": {
+            "get": {
+                "summary": "A static file of the docs page",
+                "operationId": "docsAsset",
+                "parameters": [
+                    {"in": "path", "name": "name", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The file.",
+                        "content": {
+                            media_type: {"schema": {"type": "string"}}
+                            for media_type in sorted(set(DOCS_ASSETS.values()))
+                        },
+                    },
+                    "404": _json(ErrorSchema, "No such file."),
+                },
+            }
+        },
+    }
+
+
+def build_openapi(settings: Settings) -> dict[str, Any]:
+    """The document for this service's routes, with the limits of ``settings``."""
+    spec = APISpec(
+        title="Retail Pulse",
+        version="0.1.0",
+        openapi_version=OPENAPI_VERSION,
+        plugins=[MarshmallowPlugin()],
+        info={"description": "Store-visit image processing jobs."},
+    )
+    for path, operations in _operations(settings).items():
+        spec.path(path=path, operations=operations)
+    return spec.to_dict()
+
+
+@routes.get("/api/openapi.json")
+async def openapi_document(request: web.Request) -> web.Response:
+    return web.json_response(request.app[keys.OPENAPI])
+
+
+@routes.get("/api/docs")
+async def docs_page(request: web.Request) -> web.Response:
+    return web.Response(text=_DOCS_PAGE, content_type="text/html")
+
+
+@routes.get("/api/docs/assets/{name}")
+async def docs_asset(request: web.Request) -> web.FileResponse:
+    name = request.match_info["name"]
+    content_type = DOCS_ASSETS.get(name)
+    if content_type is None:
+        raise NotFound(f"no docs asset named {name!r}")
+    return web.FileResponse(swagger_ui_path / name, headers={"Content-Type": content_type})

@@ -1,0 +1,53 @@
+"""Operator routes: ``/readyz`` (can this instance do work?) and ``/metrics`` (Prometheus)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from service import keys
+from service.metrics import CONTENT_TYPE_LATEST
+from service.schemas import ReadySchema
+
+__all__ = ["readiness_problem", "routes"]
+
+routes = web.RouteTableDef()
+
+_ready_schema = ReadySchema()
+
+
+async def readiness_problem(app: web.Application) -> str | None:
+    """Why this instance cannot do work right now, or None when it can."""
+    store_master = app.get(keys.STORE_MASTER)
+    if store_master is None or len(store_master) == 0:
+        return "store master not loaded"
+    pool = app.get(keys.MEASURE_POOL)
+    if pool is None:
+        return "process pool not started"
+    timeout = app[keys.SETTINGS].ready_timeout
+    try:
+        # A ping queues behind busy workers, so a saturated pool reads as not ready:
+        # that is the point, a balancer should send new jobs elsewhere.
+        async with asyncio.timeout(timeout):
+            await pool.ping()
+    except TimeoutError:
+        return f"process pool did not answer a ping within {timeout}s"
+    except Exception as exc:  # a broken or shut-down pool raises its own kinds
+        return f"process pool is not answering: {type(exc).__name__}: {exc}"
+    return None
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    problem = await readiness_problem(request.app)
+    if problem is not None:
+        body = _ready_schema.dump({"status": "unavailable", "reason": problem})
+        return web.json_response(body, status=503)
+    return web.json_response(_ready_schema.dump({"status": "ready"}))
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[keys.METRICS].render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

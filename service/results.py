@@ -1,0 +1,171 @@
+"""Reading jobs out: the recent-jobs list and per-image results as JSON pages or streamed CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from aiohttp import web
+
+from service import keys
+from service.errors import ApiError, BadRequest, NotFound
+from service.job_manager import JobManager
+from service.jobs import ImageRow, JobStatus, JobSummary
+from service.schemas import (
+    JobListQuerySchema,
+    JobListSchema,
+    ResultsPageSchema,
+    ResultsQuerySchema,
+)
+
+__all__ = ["CSV_COLUMNS", "parse_job_id", "routes"]
+
+log = logging.getLogger(__name__)
+
+routes = web.RouteTableDef()
+
+CSV_COLUMNS = (
+    "store_id",
+    "store_name",
+    "area_code",
+    "visit_time",
+    "url",
+    "width",
+    "height",
+    "perimeter",
+    "error",
+)
+
+_list_query_schema = JobListQuerySchema()
+_list_schema = JobListSchema()
+_results_query_schema = ResultsQuerySchema()
+_results_page_schema = ResultsPageSchema()
+
+
+def parse_job_id(raw: str | None) -> int | None:
+    """A positive decimal job id, or None (ASCII digits only: ``int()`` takes '٣')."""
+    if raw is None or not raw.isascii() or not raw.isdigit():
+        return None
+    job_id = int(raw)
+    return job_id if job_id > 0 else None
+
+
+def _summary_body(summary: JobSummary) -> dict[str, Any]:
+    return {
+        "job_id": summary.job_id,
+        "status": summary.status.value,
+        "created_at": summary.created_at,
+        "finished_at": summary.finished_at,
+        "progress": {"total": summary.total, "done": summary.done, "failed": summary.failed},
+    }
+
+
+@routes.get("/api/jobs")
+async def list_jobs(request: web.Request) -> web.Response:
+    settings = request.app[keys.SETTINGS]
+    query = _list_query_schema.load(dict(request.query))
+    limit = min(query.get("limit", settings.default_page_size), settings.max_page_size)
+    status = JobStatus(query["status"]) if "status" in query else None
+    summaries = await request.app[keys.JOB_MANAGER].recent(limit, status)
+    body = {"jobs": [_summary_body(summary) for summary in summaries]}
+    return web.json_response(_list_schema.dump(body))
+
+
+@routes.get("/api/jobs/{job_id}/results")
+async def job_results(request: web.Request) -> web.StreamResponse:
+    job_id = parse_job_id(request.match_info["job_id"])
+    if job_id is None:
+        raise BadRequest("job id must be a positive integer")
+    settings = request.app[keys.SETTINGS]
+    query = _results_query_schema.load(dict(request.query))
+    manager = request.app[keys.JOB_MANAGER]
+    if query["format"] == "csv":
+        return await _stream_csv(
+            request,
+            manager,
+            job_id,
+            offset=query["offset"],
+            limit=query.get("limit"),
+            chunk_rows=settings.export_chunk_rows,
+        )
+    limit = min(query.get("limit", settings.default_page_size), settings.max_page_size)
+    found = await manager.rows(job_id, query["offset"], limit)
+    if found is None:
+        raise NotFound(f"job {job_id} not found")
+    summary, rows = found
+    body = {
+        "job_id": summary.job_id,
+        "status": summary.status.value,
+        "total": summary.total,
+        "offset": query["offset"],
+        "limit": limit,
+        "results": rows,
+    }
+    return web.json_response(_results_page_schema.dump(body))
+
+
+def _csv_cells(rows: Iterable[ImageRow]) -> Iterable[tuple[object, ...]]:
+    # None becomes an empty cell: the csv module writes None as "".
+    for row in rows:
+        yield (
+            row.store_id,
+            row.store_name,
+            row.area_code,
+            row.visit_time,
+            row.url,
+            row.width,
+            row.height,
+            row.perimeter,
+            row.error,
+        )
+
+
+async def _stream_csv(
+    request: web.Request,
+    manager: JobManager,
+    job_id: int,
+    *,
+    offset: int,
+    limit: int | None,
+    chunk_rows: int,
+) -> web.StreamResponse:
+    """Write the rows a chunk at a time: one chunk in memory, one short actor call each."""
+    summary = await manager.summary(job_id)
+    if summary is None:
+        raise NotFound(f"job {job_id} not found")
+    end = summary.total if limit is None else min(summary.total, offset + limit)
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/csv; charset=utf-8",
+            "Content-Disposition": f'attachment; filename="job-{job_id}-results.csv"',
+        }
+    )
+    await response.prepare(request)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(CSV_COLUMNS)
+    position = offset
+    try:
+        while position < end:
+            found = await manager.rows(job_id, position, min(chunk_rows, end - position))
+            if found is None or not found[1]:
+                break
+            rows = found[1]
+            writer.writerows(_csv_cells(rows))
+            position += len(rows)
+            await response.write(buffer.getvalue().encode())
+            buffer.seek(0)
+            buffer.truncate()
+    except ApiError as exc:
+        # The headers are out, so no error body can follow: cut the connection,
+        # leaving the chunked body unterminated so the client sees it is incomplete.
+        log.warning("results export cut short", extra={"job_id": job_id, "reason": exc.message})
+        if request.transport is not None:
+            request.transport.close()
+        return response
+    await response.write(buffer.getvalue().encode())
+    await response.write_eof()
+    return response
