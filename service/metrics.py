@@ -5,7 +5,14 @@ from __future__ import annotations
 import time
 from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from service.jobs import UNKNOWN_STORE_REASON
@@ -17,6 +24,10 @@ __all__ = [
     "TimedFetcher",
     "failure_category",
 ]
+
+# The *_created series (a timestamp per counter) double the output and no dashboard
+# uses them; the switch is process-wide, which is fine for a process serving one app.
+disable_created_metrics()
 
 # The fixed label values of the failure counter. Reasons are free text holding
 # URLs and byte counts; only these categories ever become labels, so the number

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -64,10 +65,14 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
 
 
 @pytest.fixture
-async def image_host(aiohttp_server: Any) -> ImageHost:
+async def image_host(aiohttp_server: Any) -> AsyncIterator[ImageHost]:
     requests: list[str] = []
-    server = await aiohttp_server(build_image_host_app(requests))
-    return ImageHost(server, requests)
+    gate = asyncio.Event()
+    server = await aiohttp_server(build_image_host_app(requests, gate))
+    host = ImageHost(server, requests, gate)
+    yield host
+    # Held requests must answer, or the server's shutdown would wait for them.
+    host.release()
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ Paths:
   /slow/<seconds>/<W>x<H>.<ext>   an image after a delay
   /redirect/<n>/<W>x<H>.<ext>     n redirects, then the image
   /redirect-to?url=<u>            a redirect to u
+  /hold/<W>x<H>.<ext>             an image once the test calls ``release()``
 Every request's path is recorded in ``requests``.
 """
 
@@ -45,7 +46,9 @@ def _image_response(name: str, cut: bool = False) -> web.Response:
     )
 
 
-def build_image_host_app(requests: list[str]) -> web.Application:
+def build_image_host_app(requests: list[str], gate: asyncio.Event | None = None) -> web.Application:
+    held = gate or asyncio.Event()
+
     @web.middleware
     async def record(
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -78,7 +81,12 @@ def build_image_host_app(requests: list[str]) -> web.Application:
     async def redirect_to(request: web.Request) -> web.Response:
         raise web.HTTPFound(request.query["url"])
 
+    async def hold(request: web.Request) -> web.Response:
+        await held.wait()
+        return _image_response(request.match_info["name"])
+
     app = web.Application(middlewares=[record])
+    app.router.add_get("/hold/{name}", hold)
     app.router.add_get("/img/{name}", image)
     app.router.add_get("/truncated/{name}", truncated_image)
     app.router.add_get(r"/status/{code:\d{3}}", status)
@@ -92,9 +100,16 @@ def build_image_host_app(requests: list[str]) -> web.Application:
 class ImageHost:
     """A running image host: ``url(path)`` builds absolute URLs to it."""
 
-    def __init__(self, server: TestServer, requests: list[str]) -> None:
+    def __init__(
+        self, server: TestServer, requests: list[str], gate: asyncio.Event | None = None
+    ) -> None:
         self.server = server
         self.requests = requests
+        self.gate = gate or asyncio.Event()
+
+    def release(self) -> None:
+        """Let every /hold/ request, waiting or future, answer."""
+        self.gate.set()
 
     def url(self, path: str) -> str:
         return str(self.server.make_url(path))

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from aiohttp.test_utils import TestClient
 
-__all__ = ["wait_for_status"]
+__all__ = ["eventually", "wait_for_status"]
+
+T = TypeVar("T")
 
 
 async def wait_for_status(
@@ -24,4 +27,18 @@ async def wait_for_status(
             return body
         if time.monotonic() > deadline:
             raise AssertionError(f"job {job_id} still ongoing after {within}s")
+        await asyncio.sleep(interval)
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T | None]], *, within: float = 30.0, interval: float = 0.02
+) -> T:
+    """Call ``probe`` until it returns something other than None; return that."""
+    deadline = time.monotonic() + within
+    while True:
+        found = await probe()
+        if found is not None:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {within}s")
         await asyncio.sleep(interval)

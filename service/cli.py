@@ -1,0 +1,233 @@
+"""``retail-pulse``: the command-line client (submit, status, results) and ``serve``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Any
+
+__all__ = ["EXIT_COMPLETED", "EXIT_FAILED", "EXIT_USAGE", "main"]
+
+EXIT_COMPLETED = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2  # also bad input and connection errors: the job's fate is unknown
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+COPY_CHUNK = 64 * 1024
+BAR_WIDTH = 30
+
+
+class CliError(Exception):
+    """Ends the command with a one-line message and exit code 2."""
+
+
+class Client:
+    """A tiny JSON-over-HTTP client for the service; errors become ``CliError``."""
+
+    def __init__(self, base_url: str, timeout: float) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+
+    def _open(self, path: str, body: bytes | None = None) -> Any:
+        request = urllib.request.Request(
+            self.base_url + path,
+            data=body,
+            method="POST" if body is not None else "GET",
+            headers={"Content-Type": "application/json"} if body is not None else {},
+        )
+        try:
+            return urllib.request.urlopen(request, timeout=self.timeout)
+        except urllib.error.HTTPError as exc:
+            raise CliError(f"{exc.code} from {self.base_url}{path}: {_error_text(exc)}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise CliError(f"cannot reach {self.base_url}: {reason}") from None
+
+    def get_json(self, path: str) -> Any:
+        with self._open(path) as response:
+            return json.load(response)
+
+    def post_json(self, path: str, payload: Any) -> Any:
+        with self._open(path, json.dumps(payload).encode()) as response:
+            return json.load(response)
+
+    def download(self, path: str, target: IO[bytes]) -> None:
+        with self._open(path) as response:
+            shutil.copyfileobj(response, target, COPY_CHUNK)
+
+
+def _error_text(exc: urllib.error.HTTPError) -> str:
+    raw = exc.read().decode(errors="replace")
+    try:
+        body = json.loads(raw)
+    except json.JSONDecodeError:
+        return raw.strip()[:200] or exc.reason
+    if isinstance(body, dict) and "error" in body:
+        return str(body["error"])
+    return raw.strip()[:200]
+
+
+def _status_exit(status: dict[str, Any]) -> int:
+    return EXIT_COMPLETED if status.get("status") == "completed" else EXIT_FAILED
+
+
+class ProgressBar:
+    """``[#####.....] 12/40 images`` on stderr; redrawn in place on a terminal,
+    a line per change otherwise (logs and CI)."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+        self._tty = stream.isatty()
+        self._last: tuple[int, int] | None = None
+
+    def show(self, done: int, total: int) -> None:
+        if (done, total) == self._last:
+            return
+        self._last = (done, total)
+        filled = BAR_WIDTH * done // total if total else BAR_WIDTH
+        line = f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {done}/{total} images"
+        self._stream.write(f"\r{line}" if self._tty else f"{line}\n")
+        self._stream.flush()
+
+    def close(self) -> None:
+        if self._tty and self._last is not None:
+            self._stream.write("\n")
+            self._stream.flush()
+
+
+def _job_path(job_id: str, suffix: str = "") -> str:
+    return f"/api/jobs/{urllib.parse.quote(job_id, safe='')}{suffix}"
+
+
+def cmd_submit(client: Client, args: argparse.Namespace) -> int:
+    try:
+        payload = json.loads(Path(args.payload).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise CliError(f"cannot read {args.payload}: {exc.strerror or exc}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CliError(f"{args.payload} is not valid JSON: {exc}") from None
+    created = client.post_json("/api/submit", payload)
+    job_id = str(created["job_id"])
+    if not args.wait:
+        print(json.dumps(created))
+        return EXIT_COMPLETED
+    print(f"job {job_id} submitted", file=sys.stderr)
+    bar = ProgressBar(sys.stderr)
+    try:
+        while True:
+            detail = client.get_json(_job_path(job_id, "?limit=1"))
+            bar.show(detail["progress"]["done"], detail["progress"]["total"])
+            if detail["status"] != "ongoing":
+                break
+            time.sleep(args.interval)
+    finally:
+        bar.close()
+    status = client.get_json(f"/api/status?jobid={job_id}")
+    print(json.dumps(status, indent=2))
+    return _status_exit(status)
+
+
+def cmd_status(client: Client, args: argparse.Namespace) -> int:
+    # /api/status answers 400 {} for unknown ids; the job route names the problem.
+    detail = client.get_json(_job_path(args.job_id, "?limit=1"))
+    status = client.get_json(f"/api/status?jobid={detail['job_id']}")
+    print(json.dumps(status, indent=2))
+    return EXIT_COMPLETED
+
+
+def cmd_results(client: Client, args: argparse.Namespace) -> int:
+    if args.csv is None:
+        page = client.get_json(
+            _job_path(args.job_id, f"/results?offset={args.offset}&limit={args.limit}")
+        )
+        print(json.dumps(page, indent=2))
+        return EXIT_COMPLETED
+    path = _job_path(args.job_id, "/results?format=csv")
+    if args.csv == "-":
+        client.download(path, sys.stdout.buffer)
+        return EXIT_COMPLETED
+    # Write beside the target and rename, so a failed download leaves no half file.
+    target = Path(args.csv)
+    partial = target.with_name(target.name + ".part")
+    try:
+        with partial.open("wb") as handle:
+            client.download(path, handle)
+        partial.replace(target)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise CliError(f"cannot write {target}: {exc.strerror or exc}") from None
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    print(f"wrote {target}", file=sys.stderr)
+    return EXIT_COMPLETED
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="retail-pulse", description="Command-line client for the Retail Pulse job API."
+    )
+    parser.add_argument(
+        "--url",
+        default=os.environ.get("RP_URL", DEFAULT_URL),
+        help=f"service base URL (default: $RP_URL or {DEFAULT_URL})",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds per HTTP request (default 30)"
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    submit = commands.add_parser("submit", help="submit a job from a JSON payload file")
+    submit.add_argument("payload", help="JSON file: {count, visits: [...]}")
+    submit.add_argument("--wait", action="store_true", help="show progress, print the final status")
+    submit.add_argument(
+        "--interval", type=float, default=0.5, help="seconds between polls (default 0.5)"
+    )
+    submit.set_defaults(run=cmd_submit)
+
+    status = commands.add_parser("status", help="print a job's status")
+    status.add_argument("job_id")
+    status.set_defaults(run=cmd_status)
+
+    results = commands.add_parser("results", help="print or download a job's results")
+    results.add_argument("job_id")
+    results.add_argument("--csv", metavar="FILE", help="write every row as CSV ('-': stdout)")
+    results.add_argument("--offset", type=int, default=0, help="first row of a JSON page")
+    results.add_argument("--limit", type=int, default=100, help="rows in a JSON page")
+    results.set_defaults(run=cmd_results)
+
+    # add_help=False: `serve --help` is the service's own help.
+    commands.add_parser(
+        "serve", help="run the service (same flags as python -m service)", add_help=False
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "serve":
+        # Everything after `serve` belongs to the service's own parser.
+        from service.app import main as serve  # noqa: PLC0415 - the client needs no server
+
+        return serve(extra)
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    client = Client(args.url, args.timeout)
+    try:
+        code: int = args.run(client, args)
+    except CliError as exc:
+        print(f"retail-pulse: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    return code
