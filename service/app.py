@@ -53,7 +53,10 @@ def create_app(settings: Settings, store_master: StoreMaster | None = None) -> w
         middlewares.append(api_key_middleware(settings.api_key))
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
     app[keys.SETTINGS] = settings
-    app[keys.STORE_MASTER] = store_master or load_store_master(settings.stores)
+    # "is None", not "or": an empty StoreMaster is falsy but was still given.
+    app[keys.STORE_MASTER] = (
+        store_master if store_master is not None else load_store_master(settings.stores)
+    )
     app[keys.SUBMIT_SCHEMA] = SubmitSchema(
         limits=RequestLimits(
             max_images_per_job=settings.max_images_per_job,

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
+from openapi_core.validation.response.exceptions import InvalidData
 from openapi_spec_validator import validate
 
 from service import keys
@@ -133,7 +134,7 @@ async def test_contract_checker_catches_an_undocumented_shape(
     document = await _document(client)
     document["components"]["schemas"]["Health"]["properties"]["status"]["enum"] = ["fine"]
     checker = ContractChecker(document)
-    with pytest.raises(Exception, match="alidat|not one of|enum"):
+    with pytest.raises(InvalidData):
         await checker.check(await client.get("/healthz"))
 
 

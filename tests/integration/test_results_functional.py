@@ -1,0 +1,226 @@
+"""Results export (streamed CSV, JSON pages) and the recent-jobs list."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from service.config import Settings
+from service.results import CSV_COLUMNS
+from tests.support.image_host import ImageHost
+from tests.support.polling import wait_for_status
+
+
+async def submit(client: TestClient[Any, Any], visits: list[dict[str, Any]]) -> int:
+    response = await client.post("/api/submit", json={"count": len(visits), "visits": visits})
+    assert response.status == 201, await response.text()
+    job_id: int = (await response.json())["job_id"]
+    return job_id
+
+
+def parse_csv(text: str) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(text, newline="")))
+
+
+async def test_csv_export_has_every_row_quoted_correctly(
+    make_client: Callable[..., Any], make_settings: Callable[..., Settings], image_host: ImageHost
+) -> None:
+    # Three rows per chunk, so seven rows take three actor requests and a partial last chunk.
+    client = await make_client(make_settings(export_chunk_rows=3))
+    good = [image_host.url(f"/img/{n}x2.png?q={n}") for n in range(1, 6)]
+    job_id = await submit(
+        client,
+        [
+            # "SUN, MOON & STARS KIRANA": a name with a comma needs quoting.
+            {"store_id": "S01408764", "image_url": good, "visit_time": "2026-01-02T03:04:05Z"},
+            {
+                "store_id": "RP00893",
+                "image_url": [image_host.url("/status/404")],
+                "visit_time": 'said "hi", left',
+            },
+            {"store_id": "GONE", "image_url": ["http://gone.test/a.jpg"], "visit_time": "t"},
+        ],
+    )
+    await wait_for_status(client, job_id)
+    response = await client.get(f"/api/jobs/{job_id}/results", params={"format": "csv"})
+    assert response.status == 200
+    assert response.content_type == "text/csv"
+    assert response.headers["Content-Disposition"] == (
+        f'attachment; filename="job-{job_id}-results.csv"'
+    )
+    # Streamed: no length known up front.
+    assert response.headers.get("Transfer-Encoding") == "chunked"
+    assert "Content-Length" not in response.headers
+    rows = parse_csv(await response.text())
+    assert rows[0] == list(CSV_COLUMNS)
+    assert rows[0] == [
+        "store_id",
+        "store_name",
+        "area_code",
+        "visit_time",
+        "url",
+        "width",
+        "height",
+        "perimeter",
+        "error",
+    ]
+    assert len(rows) == 1 + 7
+    assert rows[1] == [
+        "S01408764",
+        "SUN, MOON & STARS KIRANA",
+        "7100017",
+        "2026-01-02T03:04:05Z",
+        good[0],
+        "1",
+        "2",
+        "6",
+        "",
+    ]
+    assert [row[5] for row in rows[1:6]] == ["1", "2", "3", "4", "5"]
+    assert rows[6] == [
+        "RP00893",
+        "A.A ENTP,",
+        "7000129",
+        'said "hi", left',
+        image_host.url("/status/404"),
+        "",
+        "",
+        "",
+        "HTTP 404",
+    ]
+    assert rows[7] == [
+        "GONE",
+        "",
+        "",
+        "t",
+        "http://gone.test/a.jpg",
+        "",
+        "",
+        "",
+        "store not found in store master",
+    ]
+
+
+async def test_csv_export_of_many_rows_matches_the_json_pages(
+    make_client: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    # Unknown-store images settle at once, so a big job needs no downloads.
+    client = await make_client(make_settings(export_chunk_rows=1000, max_page_size=1000))
+    visits = [
+        {
+            "store_id": f"X{v}",
+            "image_url": [f"http://x.test/{v}/{i}" for i in range(50)],
+            "visit_time": f"v{v}",
+        }
+        for v in range(50)
+    ]
+    job_id = await submit(client, visits)
+    await wait_for_status(client, job_id)
+    text = await (await client.get(f"/api/jobs/{job_id}/results?format=csv")).text()
+    rows = parse_csv(text)
+    assert len(rows) == 1 + 2500
+    assert [row[4] for row in rows[1:]] == [
+        f"http://x.test/{v}/{i}" for v in range(50) for i in range(50)
+    ]
+    page = await (await client.get(f"/api/jobs/{job_id}/results?offset=1999&limit=1000")).json()
+    assert page["total"] == 2500
+    assert page["offset"] == 1999
+    assert page["limit"] == 1000
+    assert len(page["results"]) == 501
+    assert page["results"][0]["url"] == rows[2000][4]
+    # offset and limit also cut a CSV export.
+    window = parse_csv(
+        await (await client.get(f"/api/jobs/{job_id}/results?format=csv&offset=10&limit=3")).text()
+    )
+    assert [row[4] for row in window[1:]] == [rows[i][4] for i in (11, 12, 13)]
+
+
+async def test_json_results_page_defaults_and_caps(
+    make_client: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    client = await make_client(make_settings(default_page_size=2, max_page_size=3))
+    job_id = await submit(
+        client,
+        [
+            {
+                "store_id": "Y",
+                "image_url": [f"http://y.test/{i}" for i in range(5)],
+                "visit_time": "t",
+            }
+        ],
+    )
+    await wait_for_status(client, job_id)
+    first = await (await client.get(f"/api/jobs/{job_id}/results")).json()
+    assert first["job_id"] == job_id
+    assert first["status"] == "failed"
+    assert (first["offset"], first["limit"], first["total"]) == (0, 2, 5)
+    assert [r["url"] for r in first["results"]] == ["http://y.test/0", "http://y.test/1"]
+    capped = await (await client.get(f"/api/jobs/{job_id}/results?limit=999")).json()
+    assert capped["limit"] == 3
+    assert len(capped["results"]) == 3
+
+
+async def test_results_bad_input_is_a_4xx(client: TestClient[Any, Any]) -> None:
+    for path, status in [
+        ("/api/jobs/abc/results", 400),
+        ("/api/jobs/0/results", 400),
+        ("/api/jobs/1/results?format=xml", 400),
+        ("/api/jobs/1/results?offset=-1", 400),
+        ("/api/jobs/1/results?limit=0", 400),
+        ("/api/jobs/1/results?bogus=1", 400),
+        ("/api/jobs/1/results", 404),
+        ("/api/jobs/1/results?format=csv", 404),
+    ]:
+        response = await client.get(path)
+        assert response.status == status, path
+        assert "error" in await response.json()
+
+
+async def test_job_list_newest_first_with_filter_and_limit(
+    make_client: Callable[..., Any], make_settings: Callable[..., Settings], image_host: ImageHost
+) -> None:
+    client = await make_client(make_settings(default_page_size=2, max_page_size=3))
+    failed = await submit(
+        client, [{"store_id": "NOPE", "image_url": ["http://n.test/1"], "visit_time": "t"}]
+    )
+    await wait_for_status(client, failed)
+    completed = await submit(
+        client,
+        [
+            {
+                "store_id": "S00339218",
+                "image_url": [image_host.url("/img/2x2.jpg")],
+                "visit_time": "t",
+            }
+        ],
+    )
+    await wait_for_status(client, completed)
+    ongoing = await submit(
+        client,
+        [
+            {
+                "store_id": "S00339218",
+                "image_url": [image_host.url("/img/2x2.jpg"), image_host.url("/hold/3x3.jpg")],
+                "visit_time": "t",
+            }
+        ],
+    )
+    listed = await (await client.get("/api/jobs")).json()
+    # Default limit 2: the two newest.
+    assert [job["job_id"] for job in listed["jobs"]] == [ongoing, completed]
+    newest = listed["jobs"][0]
+    assert newest["status"] == "ongoing"
+    assert newest["progress"]["total"] == 2
+    assert newest["finished_at"] is None
+    everything = await (await client.get("/api/jobs?limit=50")).json()
+    assert [job["job_id"] for job in everything["jobs"]] == [ongoing, completed, failed]
+    only_failed = await (await client.get("/api/jobs?status=failed")).json()
+    assert [(j["job_id"], j["status"]) for j in only_failed["jobs"]] == [(failed, "failed")]
+    assert only_failed["jobs"][0]["progress"] == {"total": 1, "done": 1, "failed": 1}
+    for bad in ("status=done", "limit=0", "limit=x", "page=2"):
+        assert (await client.get(f"/api/jobs?{bad}")).status == 400, bad
+    image_host.release()

@@ -1,0 +1,87 @@
+"""Log lines: JSON objects with the extras, or readable text; written by a thread."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from service.logging_setup import JsonFormatter, TextFormatter, configure_logging, stop_logging
+
+
+def _record(**extra: object) -> logging.LogRecord:
+    record = logging.LogRecord(
+        "service.jobs", logging.WARNING, __file__, 1, "job %s %s", (7, "finished"), None
+    )
+    for key, value in extra.items():
+        setattr(record, key, value)
+    return record
+
+
+def test_json_line_has_the_fields_and_extras() -> None:
+    line = JsonFormatter().format(_record(job_id=7, status="failed", url="http://a.test/x y"))
+    assert "\n" not in line
+    entry = json.loads(line)
+    assert entry.pop("timestamp").endswith("+00:00")
+    assert entry == {
+        "level": "warning",
+        "logger": "service.jobs",
+        "message": "job 7 finished",
+        "job_id": 7,
+        "status": "failed",
+        "url": "http://a.test/x y",
+    }
+
+
+def test_json_line_survives_values_json_cannot_encode_and_exceptions() -> None:
+    try:
+        raise ValueError("boom\nsecond line")
+    except ValueError:
+        record = _record(path=object())
+        record.exc_info = sys.exc_info()
+    line = JsonFormatter().format(record)
+    assert "\n" not in line
+    entry = json.loads(line)
+    assert entry["path"].startswith("<object object")
+    assert "ValueError: boom" in entry["exception"]
+
+
+def test_text_line_is_readable() -> None:
+    line = TextFormatter().format(_record(job_id=7))
+    assert line.endswith("WARNING service.jobs: job 7 finished job_id=7")
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(line)
+
+
+@pytest.fixture
+def restore_root_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    stop_logging()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    for handler in handlers:
+        root.addHandler(handler)
+    root.setLevel(level)
+
+
+@pytest.mark.usefixtures("restore_root_logging")
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_configure_logging_writes_at_the_configured_level(fmt: str) -> None:
+    stream = io.StringIO()
+    configure_logging("warning", fmt, stream)
+    logging.getLogger("service.x").info("quiet", extra={"job_id": 1})
+    logging.getLogger("service.x").warning("loud %d", 2, extra={"job_id": 3})
+    stop_logging()  # drains the writer thread
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 1
+    if fmt == "json":
+        entry = json.loads(lines[0])
+        assert (entry["message"], entry["job_id"], entry["level"]) == ("loud 2", 3, "warning")
+    else:
+        assert lines[0].endswith("WARNING service.x: loud 2 job_id=3")
