@@ -1,0 +1,206 @@
+"""The ``retail-pulse`` command, run as a real process against a live service."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from tests.support.image_host import ImageHost
+from tests.support.polling import wait_for_status
+
+CLI = Path(sys.executable).with_name("retail-pulse")
+
+
+async def run_cli(
+    *args: str, env: dict[str, str] | None = None, within: float = 60.0
+) -> tuple[int, str, str]:
+    """Run the installed entry point; the loop stays free to serve the test's servers."""
+    assert CLI.exists(), "the retail-pulse entry point is not installed (pip install -e .)"
+    environ = {k: v for k, v in os.environ.items() if k != "RP_URL"}
+    environ.update(env or {})
+    process = await asyncio.create_subprocess_exec(
+        str(CLI),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=environ,
+    )
+    try:
+        stdout, stderr = await asyncio.wait_for(process.communicate(), within)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(), stderr.decode()
+
+
+def base_url(client: TestClient[Any, Any]) -> str:
+    return str(client.make_url("")).rstrip("/")
+
+
+def write_payload(tmp_path: Path, visits: list[dict[str, Any]]) -> Path:
+    path = tmp_path / "payload.json"
+    path.write_text(json.dumps({"count": len(visits), "visits": visits}), encoding="utf-8")
+    return path
+
+
+async def test_submit_wait_completed_exits_0_with_progress(
+    client: TestClient[Any, Any], image_host: ImageHost, tmp_path: Path
+) -> None:
+    payload = write_payload(
+        tmp_path,
+        [
+            {
+                "store_id": "S00339218",
+                "image_url": [image_host.url("/img/6x4.jpg"), image_host.url("/img/2x2.png")],
+                "visit_time": "t",
+            },
+            {
+                "store_id": "S01408764",
+                "image_url": [image_host.url("/img/1x1.gif")],
+                "visit_time": "t",
+            },
+        ],
+    )
+    code, out, err = await run_cli(
+        "--url", base_url(client), "submit", str(payload), "--wait", "--interval", "0.05"
+    )
+    assert code == 0, err
+    assert json.loads(out) == {"status": "completed", "job_id": 1}
+    assert "job 1 submitted" in err
+    assert err.rstrip().endswith("[" + "#" * 30 + "] 3/3 images")
+
+
+async def test_submit_wait_failed_exits_1_and_reads_rp_url(
+    client: TestClient[Any, Any], image_host: ImageHost, tmp_path: Path
+) -> None:
+    payload = write_payload(
+        tmp_path,
+        [
+            {
+                "store_id": "S00339218",
+                "image_url": [image_host.url("/status/404")],
+                "visit_time": "t",
+            }
+        ],
+    )
+    code, out, err = await run_cli(
+        "submit", str(payload), "--wait", "--interval", "0.05", env={"RP_URL": base_url(client)}
+    )
+    assert code == 1, err
+    status = json.loads(out)
+    assert status["status"] == "failed"
+    assert status["error"][0]["store_id"] == "S00339218"
+    assert "1/1 images" in err
+
+
+async def test_submit_without_wait_prints_the_job_id(
+    client: TestClient[Any, Any], tmp_path: Path
+) -> None:
+    payload = write_payload(
+        tmp_path, [{"store_id": "NOPE", "image_url": ["http://n.test/1"], "visit_time": "t"}]
+    )
+    code, out, _ = await run_cli("--url", base_url(client), "submit", str(payload))
+    assert code == 0
+    assert json.loads(out) == {"job_id": 1}
+
+
+async def test_unreachable_service_exits_2(unused_tcp_port: int, tmp_path: Path) -> None:
+    payload = write_payload(
+        tmp_path, [{"store_id": "S1", "image_url": ["http://n.test/1"], "visit_time": "t"}]
+    )
+    code, out, err = await run_cli(
+        "--url", f"http://127.0.0.1:{unused_tcp_port}", "submit", str(payload), "--wait"
+    )
+    assert code == 2
+    assert out == ""
+    assert err.startswith(f"retail-pulse: cannot reach http://127.0.0.1:{unused_tcp_port}")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((), "the following arguments are required: COMMAND"),
+        (("submit",), "the following arguments are required: payload"),
+        (("submit", "/no/such/payload.json"), "cannot read /no/such/payload.json"),
+        (("status", "1", "--bogus"), "unrecognized arguments: --bogus"),
+    ],
+)
+async def test_usage_errors_exit_2(args: tuple[str, ...], message: str) -> None:
+    code, _, err = await run_cli("--url", "http://127.0.0.1:9", *args)
+    assert code == 2
+    assert message in err
+
+
+async def test_rejected_or_invalid_payload_exits_2(
+    client: TestClient[Any, Any], tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json", encoding="utf-8")
+    code, _, err = await run_cli("--url", base_url(client), "submit", str(broken))
+    assert code == 2
+    assert "is not valid JSON" in err
+    rejected = tmp_path / "rejected.json"
+    rejected.write_text(json.dumps({"count": 2, "visits": []}), encoding="utf-8")
+    code, _, err = await run_cli("--url", base_url(client), "submit", str(rejected))
+    assert code == 2
+    assert "400 from" in err
+    assert "visits" in err
+
+
+async def test_status_and_csv_results(
+    client: TestClient[Any, Any], image_host: ImageHost, tmp_path: Path
+) -> None:
+    response = await client.post(
+        "/api/submit",
+        json={
+            "count": 1,
+            "visits": [
+                {
+                    "store_id": "S01408764",
+                    "image_url": [image_host.url("/img/3x2.jpg"), image_host.url("/html")],
+                    "visit_time": "t",
+                }
+            ],
+        },
+    )
+    job_id = (await response.json())["job_id"]
+    await wait_for_status(client, job_id)
+    url = base_url(client)
+
+    code, out, _ = await run_cli("--url", url, "status", str(job_id))
+    assert code == 0
+    assert json.loads(out)["status"] == "failed"
+    code, _, err = await run_cli("--url", url, "status", "99")
+    assert code == 2
+    assert "404" in err
+    assert "job 99 not found" in err
+
+    target = tmp_path / "out.csv"
+    code, _, err = await run_cli("--url", url, "results", str(job_id), "--csv", str(target))
+    assert code == 0, err
+    rows = list(csv.reader(io.StringIO(target.read_text(encoding="utf-8"), newline="")))
+    assert rows[0][:3] == ["store_id", "store_name", "area_code"]
+    assert [row[1] for row in rows[1:]] == ["SUN, MOON & STARS KIRANA"] * 2
+    assert [row[7] for row in rows[1:]] == ["10", ""]
+    assert not [name for name in os.listdir(tmp_path) if name.endswith(".part")]
+
+    code, out, _ = await run_cli("--url", url, "results", str(job_id), "--limit", "1")
+    assert code == 0
+    page = json.loads(out)
+    assert [row["perimeter"] for row in page["results"]] == [10]
+
+    code, _, _ = await run_cli("--url", url, "results", "99", "--csv", str(tmp_path / "x.csv"))
+    assert code == 2
+    assert not (tmp_path / "x.csv").exists()
+    assert not [name for name in os.listdir(tmp_path) if name.endswith(".part")]
