@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALL_INPUTS := setup.cfg pyproject.toml
 
-.PHONY: venv run test lint clean postman hadolint wheel-check
+.PHONY: venv run test lint clean postman hadolint wheel-check schemathesis
 
 # A venv with the service and its test tools (what `make test` uses).
 venv: $(VENV)/.installed-test
@@ -50,5 +50,9 @@ hadolint: $(VENV)/.installed-ci
 wheel-check: $(VENV)/.installed-run
 	bash scripts/wheel_check.sh $(BIN)/python
 
+# Contract fuzzing: schemathesis against a live service on 127.0.0.1 (see scripts/schemathesis_run.py).
+schemathesis: $(VENV)/.installed-test
+	$(BIN)/python scripts/schemathesis_run.py
+
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache schemathesis-report

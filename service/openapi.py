@@ -77,8 +77,8 @@ _JOB_ID = {
     "in": "path",
     "name": "job_id",
     "required": True,
-    "description": "A job id as returned by submit (a positive integer).",
-    "schema": {"type": "string"},
+    "description": "A job id as returned by submit (a positive integer); anything else is 400.",
+    "schema": {"type": "string", "pattern": "^[0-9]+$"},
 }
 
 
@@ -121,7 +121,7 @@ def _operations(settings: Settings) -> dict[str, dict[str, Any]]:
                         "name": "jobid",
                         "required": False,
                         "description": "The job id. Missing, malformed or unknown answers 400 {}.",
-                        "schema": {"type": "string"},
+                        "schema": {"type": "string", "pattern": "^[0-9]+$"},
                     }
                 ],
                 "responses": {
@@ -224,7 +224,12 @@ def _operations(settings: Settings) -> dict[str, dict[str, Any]]:
                 "summary": "A static file of the docs page",
                 "operationId": "docsAsset",
                 "parameters": [
-                    {"in": "path", "name": "name", "required": True, "schema": {"type": "string"}}
+                    {
+                        "in": "path",
+                        "name": "name",
+                        "required": True,
+                        "schema": {"type": "string", "enum": sorted(DOCS_ASSETS)},
+                    }
                 ],
                 "responses": {
                     "200": {
