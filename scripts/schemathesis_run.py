@@ -38,7 +38,9 @@ def reexec_in_network_namespace() -> int | None:
     """Run this script again inside `unshare --net`; None when that is not possible."""
     if os.environ.get(IN_NAMESPACE) or os.geteuid() != 0 or not shutil.which("unshare"):
         return None
-    probe = subprocess.run(["unshare", "--net", "true"], capture_output=True, check=False)
+    probe = subprocess.run(
+        ["unshare", "--net", "sh", "-c", "ip link set lo up"], capture_output=True, check=False
+    )
     if probe.returncode != 0:
         return None
     command = f'ip link set lo up && exec "{sys.executable}" "{Path(__file__)}"'
