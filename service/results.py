@@ -152,7 +152,7 @@ async def _stream_csv(
         while position < end:
             found = await manager.rows(job_id, position, min(chunk_rows, end - position))
             if found is None or not found[1]:
-                break
+                raise NotFound(f"job {job_id} went away during the export")
             rows = found[1]
             writer.writerows(_csv_cells(rows))
             position += len(rows)
@@ -162,7 +162,10 @@ async def _stream_csv(
     except ApiError as exc:
         # The headers are out, so no error body can follow: cut the connection,
         # leaving the chunked body unterminated so the client sees it is incomplete.
-        log.warning("results export cut short", extra={"job_id": job_id, "reason": exc.message})
+        log.warning(
+            "results export cut short",
+            extra={"job_id": job_id, "rows_written": position - offset, "reason": exc.message},
+        )
         if request.transport is not None:
             request.transport.close()
         return response

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Callable
 from typing import Any
 
+import aiohttp
+import pytest
 from aiohttp.test_utils import TestClient
 
+from service import keys
 from service.config import Settings
 from service.results import CSV_COLUMNS
 from tests.support.image_host import ImageHost
@@ -224,3 +228,34 @@ async def test_job_list_newest_first_with_filter_and_limit(
     for bad in ("status=done", "limit=0", "limit=x", "page=2"):
         assert (await client.get(f"/api/jobs?{bad}")).status == 400, bad
     image_host.release()
+
+
+async def test_csv_export_cut_short_is_visibly_incomplete(
+    make_client: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    # Big enough (about 10 MB) that the server is still writing when the job
+    # manager stops; the client must then see a broken body, not a short "complete" file.
+    client = await make_client(make_settings(export_chunk_rows=100))
+    padding = "p" * 100
+    visits = [
+        {
+            "store_id": f"Z{v}",
+            "image_url": [f"http://z.test/{padding}/{v}/{i}" for i in range(500)],
+            "visit_time": "t",
+        }
+        for v in range(100)
+    ]
+    body = json.dumps({"count": len(visits), "visits": visits}).encode()
+    created = await client.post(
+        "/api/submit", data=io.BytesIO(body), headers={"Content-Type": "application/json"}
+    )
+    assert created.status == 201, await created.text()
+    job_id = (await created.json())["job_id"]
+    await wait_for_status(client, job_id)
+    response = await client.get(f"/api/jobs/{job_id}/results?format=csv")
+    assert response.status == 200
+    first = await response.content.read(1024)
+    assert first.startswith(b"store_id,")
+    await client.app[keys.JOB_MANAGER].close()
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await response.read()
