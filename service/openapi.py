@@ -78,7 +78,7 @@ _JOB_ID = {
     "name": "job_id",
     "required": True,
     "description": "A job id as returned by submit (a positive integer); anything else is 400.",
-    "schema": {"type": "string", "pattern": "^[0-9]+$"},
+    "schema": {"type": "string", "pattern": "^[1-9][0-9]*$"},
 }
 
 
