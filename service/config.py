@@ -62,6 +62,7 @@ class Settings:
     log_level: str = _setting("info", _one_of("debug", "info", "warning", "error"))
     log_format: str = _setting("json", _one_of("json", "text"))
     ready_timeout: float = _setting(2.0, _positive)
+    ready_stall_timeout: float = _setting(60.0, _positive)
 
     workers: int = _setting(0, _non_negative)
     verify: str = _setting("full", _one_of("full", "header"))

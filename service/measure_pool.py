@@ -18,6 +18,7 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future as ConcurrentFuture
@@ -78,6 +79,10 @@ class MeasurePool:
         self._generation = 0
         self.rebuilds = 0
         self._closed = False
+        # Monotonic time the pool last showed progress: a batch came back measured,
+        # or the pool went from idle to busy. Readiness reads it instead of pinging
+        # a busy pool, where a ping would only queue behind the batches.
+        self.progress_at = time.monotonic()
         self._executor = self._new_executor()
 
     def _new_executor(self) -> ProcessPoolExecutor:
@@ -88,6 +93,11 @@ class MeasurePool:
             mp_context=multiprocessing.get_context("forkserver"),
             initializer=imaging.init_worker,
         )
+
+    @property
+    def busy(self) -> bool:
+        """True while a batch is out at the workers."""
+        return self._outstanding > 0
 
     @property
     def queued(self) -> int:
@@ -132,6 +142,8 @@ class MeasurePool:
                 for item in batch:
                     _resolve(item.future, failure)
                 continue
+            if self._outstanding == 0:
+                self.progress_at = time.monotonic()
             self._outstanding += 1
             if self._on_batch is not None:
                 self._on_batch(len(batch))
@@ -192,6 +204,7 @@ class MeasurePool:
             for item in batch:
                 _resolve(item.future, failure)
         else:
+            self.progress_at = time.monotonic()
             for item, result in zip(batch, call.result(), strict=True):
                 _resolve(item.future, result)
         self._dispatch()

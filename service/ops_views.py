@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from aiohttp import web
 
@@ -25,10 +26,16 @@ async def readiness_problem(app: web.Application) -> str | None:
     pool = app.get(keys.MEASURE_POOL)
     if pool is None:
         return "process pool not started"
-    timeout = app[keys.SETTINGS].ready_timeout
+    settings = app[keys.SETTINGS]
+    if pool.busy:
+        # A ping would queue behind the running batches and time out on a healthy,
+        # loaded pool; progress is the better evidence, and it costs nothing.
+        idle_for = time.monotonic() - pool.progress_at
+        if idle_for > settings.ready_stall_timeout:
+            return f"process pool has finished no batch for {idle_for:.0f}s"
+        return None
+    timeout = settings.ready_timeout
     try:
-        # A ping queues behind busy workers, so a saturated pool reads as not ready:
-        # that is the point, a balancer should send new jobs elsewhere.
         async with asyncio.timeout(timeout):
             await pool.ping()
     except TimeoutError:

@@ -13,6 +13,7 @@ from service import keys
 from service.app import create_app
 from service.config import Settings
 from service.stores import StoreMaster
+from tests.support.image_host import ImageHost
 from tests.support.polling import eventually
 
 
@@ -68,3 +69,74 @@ async def test_not_ready_when_the_pool_does_not_answer_in_time(
         }
     finally:
         os.kill(worker.pid, signal.SIGCONT)
+
+
+async def _busy_with_a_stopped_worker(
+    make_client: Callable[..., Any],
+    make_settings: Callable[..., Settings],
+    image_host: ImageHost,
+    stall_timeout: float,
+) -> tuple[TestClient[Any, Any], int]:
+    """A pool whose only worker is stopped while it holds a batch."""
+    client = await make_client(
+        make_settings(workers=1, ready_timeout=0.2, ready_stall_timeout=stall_timeout)
+    )
+    pool = client.app[keys.MEASURE_POOL]
+    (worker,) = pool._executor._processes.values()
+    os.kill(worker.pid, signal.SIGSTOP)
+    response = await client.post(
+        "/api/submit",
+        json={
+            "count": 1,
+            "visits": [
+                {
+                    "store_id": "S00339218",
+                    "image_url": [image_host.url("/img/9x9.png")],
+                    "visit_time": "t",
+                }
+            ],
+        },
+    )
+    assert response.status == 201
+
+    async def busy() -> bool | None:
+        return True if pool.busy else None
+
+    await eventually(busy)
+    return client, worker.pid
+
+
+async def test_busy_pool_making_progress_is_ready_without_a_ping(
+    make_client: Callable[..., Any], make_settings: Callable[..., Settings], image_host: ImageHost
+) -> None:
+    client, pid = await _busy_with_a_stopped_worker(make_client, make_settings, image_host, 60)
+    try:
+        # A ping would wait behind the batch past ready_timeout; a busy pool is
+        # judged by progress instead, and it began this batch just now.
+        response = await client.get("/readyz")
+        assert response.status == 200
+        assert await response.json() == {"status": "ready"}
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+async def test_busy_pool_without_progress_is_not_ready(
+    make_client: Callable[..., Any], make_settings: Callable[..., Settings], image_host: ImageHost
+) -> None:
+    client, pid = await _busy_with_a_stopped_worker(make_client, make_settings, image_host, 0.2)
+    try:
+
+        async def stalled() -> dict[str, Any] | None:
+            response = await client.get("/readyz")
+            return await response.json() if response.status == 503 else None
+
+        body = await eventually(stalled)
+        assert body["reason"].startswith("process pool has finished no batch for ")
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    # Once the worker runs again the batch finishes and the pool is ready again.
+
+    async def ready() -> bool | None:
+        return True if (await client.get("/readyz")).status == 200 else None
+
+    assert await eventually(ready)
