@@ -9,11 +9,20 @@ from aiohttp.typedefs import Handler, Middleware
 
 from service.errors import Unauthorized
 
-__all__ = ["OPEN_PATHS", "api_key_middleware"]
+__all__ = ["OPEN_PATHS", "OPEN_PREFIXES", "api_key_middleware", "is_open"]
 
-# Paths that answer without a key: probes and scrapers that cannot carry secrets.
-# Everything else is protected, so a new route is closed unless listed here.
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+# Paths that answer without a key: probes and scrapers that cannot carry secrets,
+# and the API's own description and docs page (a browser cannot add the header
+# to a page load; the document holds no data, and the operations it lists still
+# need the key). Everything else is protected, so a new route is closed unless
+# listed here.
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/api/openapi.json", "/api/docs"})
+OPEN_PREFIXES = ("/api/docs/assets/",)
+
+
+def is_open(path: str) -> bool:
+    return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
+
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="retail-pulse"'}
 
@@ -34,7 +43,7 @@ def api_key_middleware(api_key: str) -> Middleware:
 
     @web.middleware
     async def check_api_key(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path in OPEN_PATHS:
+        if is_open(request.path):
             return await handler(request)
         presented = _presented_key(request)
         if presented is None:

@@ -33,16 +33,20 @@ class CliError(Exception):
 class Client:
     """A tiny JSON-over-HTTP client for the service; errors become ``CliError``."""
 
-    def __init__(self, base_url: str, timeout: float) -> None:
+    def __init__(self, base_url: str, timeout: float, api_key: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        self.api_key = api_key
 
     def _open(self, path: str, body: bytes | None = None) -> Any:
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        if self.api_key:
+            headers["X-API-Key"] = self.api_key
         request = urllib.request.Request(
             self.base_url + path,
             data=body,
             method="POST" if body is not None else "GET",
-            headers={"Content-Type": "application/json"} if body is not None else {},
+            headers=headers,
         )
         try:
             return urllib.request.urlopen(request, timeout=self.timeout)
@@ -182,6 +186,11 @@ def _parser() -> argparse.ArgumentParser:
         help=f"service base URL (default: $RP_URL or {DEFAULT_URL})",
     )
     parser.add_argument(
+        "--api-key",
+        default=os.environ.get("RP_API_KEY") or None,
+        help="sent as X-API-Key when the service requires one (default: $RP_API_KEY)",
+    )
+    parser.add_argument(
         "--timeout", type=float, default=30.0, help="seconds per HTTP request (default 30)"
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -222,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve(extra)
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    client = Client(args.url, args.timeout)
+    client = Client(args.url, args.timeout, args.api_key)
     try:
         code: int = args.run(client, args)
     except CliError as exc:

@@ -100,7 +100,7 @@ class _Pipeline(Protocol):
 
 
 class _Fetcher(Protocol):
-    async def fetch(self, url: str) -> bytes: ...
+    async def try_fetch(self, url: str, attempt: int = 1) -> bytes: ...
 
 
 class Metrics:
@@ -148,7 +148,7 @@ class Metrics:
         )
         self.download_seconds = Histogram(
             "retail_pulse_download_seconds",
-            "Time to download one image, successful or not.",
+            "Time of one download attempt, successful or not (retries are attempts too).",
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
             registry=registry,
         )
@@ -177,15 +177,15 @@ class Metrics:
 
 
 class TimedFetcher:
-    """Wraps a fetcher to observe each download's duration."""
+    """Wraps a fetcher to observe the duration of each download attempt."""
 
     def __init__(self, fetcher: _Fetcher, histogram: Histogram) -> None:
         self._fetcher = fetcher
         self._histogram = histogram
 
-    async def fetch(self, url: str) -> bytes:
+    async def try_fetch(self, url: str, attempt: int = 1) -> bytes:
         started = time.perf_counter()
         try:
-            return await self._fetcher.fetch(url)
+            return await self._fetcher.try_fetch(url, attempt)
         finally:
             self._histogram.observe(time.perf_counter() - started)

@@ -10,6 +10,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from swagger_ui_bundle import swagger_ui_path
 
 from service import keys
+from service.auth import is_open
 from service.config import Settings
 from service.errors import NotFound
 from service.schemas import (
@@ -255,9 +256,30 @@ def build_openapi(settings: Settings) -> dict[str, Any]:
         plugins=[MarshmallowPlugin()],
         info={"description": "Store-visit image processing jobs."},
     )
+    if settings.api_key:
+        # Either header carries the key; OpenAPI lists alternatives as separate entries.
+        spec.components.security_scheme(
+            "apiKey", {"type": "apiKey", "in": "header", "name": "X-API-Key"}
+        )
+        spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
     for path, operations in _operations(settings).items():
+        if settings.api_key:
+            _add_security(path, operations)
         spec.path(path=path, operations=operations)
     return spec.to_dict()
+
+
+def _add_security(path: str, operations: dict[str, dict[str, Any]]) -> None:
+    for operation in operations.values():
+        # A templated path is open when its literal prefix is (the docs assets).
+        if is_open(path.split("{", 1)[0]):
+            operation["security"] = []
+            continue
+        operation["security"] = [{"apiKey": []}, {"bearer": []}]
+        operation["responses"] = {
+            **operation["responses"],
+            "401": _json(ErrorSchema, "Missing or wrong API key."),
+        }
 
 
 @routes.get("/api/openapi.json")

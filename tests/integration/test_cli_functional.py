@@ -25,7 +25,7 @@ async def run_cli(
 ) -> tuple[int, str, str]:
     """Run the installed entry point; the loop stays free to serve the test's servers."""
     assert CLI.exists(), "the retail-pulse entry point is not installed (pip install -e .)"
-    environ = {k: v for k, v in os.environ.items() if k != "RP_URL"}
+    environ = {k: v for k, v in os.environ.items() if k not in ("RP_URL", "RP_API_KEY")}
     environ.update(env or {})
     process = await asyncio.create_subprocess_exec(
         str(CLI),
@@ -204,3 +204,28 @@ async def test_status_and_csv_results(
     assert code == 2
     assert not (tmp_path / "x.csv").exists()
     assert not [name for name in os.listdir(tmp_path) if name.endswith(".part")]
+
+
+async def test_api_key_from_rp_api_key_is_sent(
+    make_client: Any, make_settings: Any, tmp_path: Path
+) -> None:
+    client = await make_client(make_settings(api_key="sesame"))
+    payload = write_payload(
+        tmp_path, [{"store_id": "NOPE", "image_url": ["http://n.test/1"], "visit_time": "t"}]
+    )
+    code, _, err = await run_cli("--url", base_url(client), "submit", str(payload))
+    assert code == 2
+    assert "401" in err
+    assert "missing API key" in err
+    code, out, err = await run_cli(
+        "--url",
+        base_url(client),
+        "submit",
+        str(payload),
+        "--wait",
+        "--interval",
+        "0.05",
+        env={"RP_API_KEY": "sesame"},
+    )
+    assert code == 1, err
+    assert json.loads(out)["status"] == "failed"

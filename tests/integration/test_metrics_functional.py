@@ -42,7 +42,8 @@ async def test_counts_after_a_scripted_run_are_exact(
 ) -> None:
     # One pool worker and one image in flight: every image is its own batch, so
     # the batch histogram's count is exact too.
-    client = await make_client(make_settings(workers=1, max_in_flight=1))
+    # Two attempts per download: a 503 is tried twice, everything else once.
+    client = await make_client(make_settings(workers=1, max_in_flight=1, retry_attempts=2))
     before = await scrape(client)
     assert value(before, "retail_pulse_jobs_submitted_total") == 0
     assert value(before, "retail_pulse_image_failures_total", reason="timeout") == 0
@@ -100,8 +101,8 @@ async def test_counts_after_a_scripted_run_are_exact(
         "corrupt": 1,
         "unknown_store": 2,
     }
-    # Downloads: 7 fetched (the unknown store's two never are).
-    assert value(after, "retail_pulse_download_seconds_count") == 7
+    # Download attempts: 7 images fetched (the unknown store's two never are), the 503 twice.
+    assert value(after, "retail_pulse_download_seconds_count") == 8
     # Measured in the pool: the 3 images, the HTML page and the truncated file.
     assert value(after, "retail_pulse_pool_batch_size_count") == 5
     assert value(after, "retail_pulse_pool_batch_size_sum") == 5

@@ -157,3 +157,43 @@ async def test_docs_page_loads_its_assets_from_the_service(client: TestClient[An
     assert b"SwaggerUIBundle" in await bundle.read()
     for escape in ("../app.py", "..%2F..%2Fsetup.cfg", "index.html"):
         assert (await client.get(f"/api/docs/assets/{escape}")).status == 404
+
+
+async def test_with_an_api_key_the_document_declares_it_and_stays_readable(
+    make_client: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    client = await make_client(make_settings(api_key="sesame"))
+    # The document, the docs page and its assets need no key: a browser cannot send one.
+    document = await _document(client)
+    assert (await client.get("/api/docs")).status == 200
+    assert (await client.get("/api/docs/assets/swagger-ui.css")).status == 200
+    schemes = document["components"]["securitySchemes"]
+    assert schemes["apiKey"] == {"type": "apiKey", "in": "header", "name": "X-API-Key"}
+    assert schemes["bearer"] == {"type": "http", "scheme": "bearer"}
+    paths = document["paths"]
+    for path, method in [("/api/submit", "post"), ("/api/status", "get"), ("/api/jobs", "get")]:
+        operation = paths[path][method]
+        assert operation["security"] == [{"apiKey": []}, {"bearer": []}]
+        assert "401" in operation["responses"]
+    for path in ("/healthz", "/readyz", "/metrics", "/api/openapi.json", "/api/docs/assets/{name}"):
+        assert paths[path]["get"]["security"] == []
+    # A real 401 and a real keyed answer both conform.
+    checker = ContractChecker(document)
+    refused = await client.get("/api/jobs")
+    assert refused.status == 401
+    await checker.check(refused)
+    served = await client.get("/api/jobs", headers={"X-API-Key": "sesame"})
+    assert served.status == 200
+    await checker.check(served)
+
+
+async def test_without_an_api_key_the_document_has_no_security(
+    client: TestClient[Any, Any],
+) -> None:
+    document = await _document(client)
+    assert "securitySchemes" not in document.get("components", {})
+    assert all(
+        "security" not in operation and "401" not in operation["responses"]
+        for operations in document["paths"].values()
+        for operation in operations.values()
+    )

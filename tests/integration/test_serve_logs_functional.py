@@ -27,7 +27,18 @@ async def serve_one_job(
     """Start the service, run one job with a good, a missing and an unknown-store image,
     stop it with SIGTERM; returns the exit code. Its stderr goes to ``log_file``."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith("RP_")}
-    environ.update({"RP_GPU_DELAY_MIN": "0", "RP_GPU_DELAY_MAX": "0", "RP_WORKERS": "1"}, **env)
+    environ.update(
+        {
+            "RP_GPU_DELAY_MIN": "0",
+            "RP_GPU_DELAY_MAX": "0",
+            "RP_WORKERS": "1",
+            # The image host is on loopback, which the address policy refuses by default.
+            "RP_ALLOW_PRIVATE_NETWORKS": "true",
+            # One attempt: the 404 is final anyway, this keeps the run short.
+            "RP_RETRY_ATTEMPTS": "1",
+        },
+        **env,
+    )
     with log_file.open("wb") as stderr:
         process = await asyncio.create_subprocess_exec(
             str(CLI),
