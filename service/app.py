@@ -119,6 +119,7 @@ async def job_manager_ctx(app: web.Application) -> AsyncIterator[None]:
         sweep_interval=min(settings.job_ttl, MAX_SWEEP_INTERVAL),
         observer=JobTelemetry(metrics),
     )
+    metrics.watch_job_manager(manager)
     app[keys.PIPELINE] = pipeline
     app[keys.JOB_STORE] = job_store
     app[keys.JOB_MANAGER] = manager

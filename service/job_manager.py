@@ -138,6 +138,11 @@ class JobManager:
         self._inbox.put_nowait(_STOP)
         await task
 
+    @property
+    def accepting(self) -> bool:
+        """False once a drain began: new jobs are refused (readiness reads this)."""
+        return self._accepting
+
     async def drain(self, grace: float, cut_short: asyncio.Event | None = None) -> int:
         """Refuse new jobs, wait up to ``grace`` seconds for running ones, fail the rest.
 

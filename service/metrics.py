@@ -99,6 +99,10 @@ class _Pipeline(Protocol):
     def queued_images(self) -> int: ...
 
 
+class _JobManager(Protocol):
+    pending_images: int
+
+
 class _Fetcher(Protocol):
     async def try_fetch(self, url: str, attempt: int = 1) -> bytes: ...
 
@@ -133,6 +137,11 @@ class Metrics:
         self.images_in_flight = Gauge(
             "retail_pulse_images_in_flight",
             "Images being downloaded or measured right now.",
+            registry=registry,
+        )
+        self.images_pending = Gauge(
+            "retail_pulse_images_pending",
+            "Images accepted and not yet settled (what admission control counts).",
             registry=registry,
         )
         self.images_queued = Gauge(
@@ -171,6 +180,9 @@ class Metrics:
         """Read the pipeline's gauges at scrape time instead of on every image."""
         self.images_in_flight.set_function(lambda: pipeline.in_flight)
         self.images_queued.set_function(lambda: pipeline.queued_images)
+
+    def watch_job_manager(self, manager: _JobManager) -> None:
+        self.images_pending.set_function(lambda: manager.pending_images)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

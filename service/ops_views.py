@@ -26,6 +26,10 @@ async def readiness_problem(app: web.Application) -> str | None:
     pool = app.get(keys.MEASURE_POOL)
     if pool is None:
         return "process pool not started"
+    manager = app.get(keys.JOB_MANAGER)
+    if manager is not None and not manager.accepting:
+        # Draining for shutdown: a balancer should stop sending new jobs here.
+        return "shutting down: new jobs are refused"
     settings = app[keys.SETTINGS]
     if pool.busy:
         # A ping would queue behind the running batches and time out on a healthy,

@@ -109,6 +109,7 @@ async def test_counts_after_a_scripted_run_are_exact(
     assert value(after, "retail_pulse_job_duration_seconds_count") == 2
     assert value(after, "retail_pulse_images_in_flight") == 0
     assert value(after, "retail_pulse_images_queued") == 0
+    assert value(after, "retail_pulse_images_pending") == 0
 
 
 async def test_in_flight_and_queued_gauges_read_the_pipeline(
@@ -133,6 +134,7 @@ async def test_in_flight_and_queued_gauges_read_the_pipeline(
 
     samples = await eventually(both_busy)
     assert value(samples, "retail_pulse_images_queued") == 3
+    assert value(samples, "retail_pulse_images_pending") == 5
     image_host.release()
 
 

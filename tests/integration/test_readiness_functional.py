@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from service import keys
-from service.app import create_app
+from service.app import create_app, drain
 from service.config import Settings
 from service.stores import StoreMaster
 from tests.support.image_host import ImageHost
@@ -140,3 +140,15 @@ async def test_busy_pool_without_progress_is_not_ready(
         return True if (await client.get("/readyz")).status == 200 else None
 
     assert await eventually(ready)
+
+
+async def test_not_ready_once_draining_for_shutdown(client: TestClient[Any, Any]) -> None:
+    assert (await client.get("/readyz")).status == 200
+    await drain(client.app)  # what SIGTERM starts; no jobs, so it returns at once
+    response = await client.get("/readyz")
+    assert response.status == 503
+    assert await response.json() == {
+        "status": "unavailable",
+        "reason": "shutting down: new jobs are refused",
+    }
+    assert (await client.get("/healthz")).status == 200
