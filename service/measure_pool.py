@@ -104,9 +104,22 @@ class MeasurePool:
         return len(self._pending) + len(self._retries)
 
     async def ping(self) -> bool:
-        """True once a worker answers; used at startup to warm the pool."""
+        """True once a worker answers; used at startup to warm the pool, and by /readyz.
+
+        A worker that died while the pool was idle breaks it, and nothing else
+        would notice before the next batch (which a not-ready instance never
+        gets), so a ping that finds the pool broken rebuilds it, once.
+        """
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, imaging.ping)
+        generation = self._generation
+        try:
+            return await loop.run_in_executor(self._executor, imaging.ping)
+        except BrokenProcessPool:
+            if self._closed:
+                raise
+            if generation == self._generation:
+                self._rebuild()
+            return await loop.run_in_executor(self._executor, imaging.ping)
 
     async def measure(self, data: bytes) -> Result:
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()

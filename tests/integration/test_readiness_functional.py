@@ -14,7 +14,7 @@ from service.app import create_app, drain
 from service.config import Settings
 from service.stores import StoreMaster
 from tests.support.image_host import ImageHost
-from tests.support.polling import eventually
+from tests.support.polling import eventually, wait_for_status
 
 
 async def test_ready_when_store_master_loaded_and_pool_answers(
@@ -33,23 +33,35 @@ async def test_not_ready_without_stores(aiohttp_client: Any, settings: Settings)
     assert (await client.get("/healthz")).status == 200
 
 
-async def test_not_ready_when_a_pool_worker_died(
-    make_client: Callable[..., Any], make_settings: Callable[..., Settings]
+async def test_a_pool_worker_that_died_idle_is_replaced_by_the_readiness_ping(
+    make_client: Callable[..., Any], make_settings: Callable[..., Settings], image_host: ImageHost
 ) -> None:
     client = await make_client(make_settings(workers=1))
     pool = client.app[keys.MEASURE_POOL]
-    # A real crash: kill the worker process; the executor is then broken for good.
+    # A real crash while idle: kill the only worker. No batch would ever notice,
+    # and a not-ready instance gets none, so readiness itself must heal the pool.
     (worker,) = pool._executor._processes.values()
     os.kill(worker.pid, signal.SIGKILL)
-
-    async def unready() -> dict[str, Any] | None:
-        response = await client.get("/readyz")
-        return await response.json() if response.status == 503 else None
-
-    body = await eventually(unready)
-    assert body["status"] == "unavailable"
-    assert body["reason"].startswith("process pool is not answering: BrokenProcessPool")
-    assert (await client.get("/healthz")).status == 200
+    response = await client.get("/readyz")
+    assert (response.status, await response.json()) == (200, {"status": "ready"})
+    assert pool.rebuilds == 1
+    (replacement,) = pool._executor._processes.values()
+    assert replacement.pid != worker.pid
+    created = await client.post(
+        "/api/submit",
+        json={
+            "count": 1,
+            "visits": [
+                {
+                    "store_id": "S00339218",
+                    "image_url": [image_host.url("/img/7x5.png")],
+                    "visit_time": "t",
+                }
+            ],
+        },
+    )
+    job_id = (await created.json())["job_id"]
+    assert (await wait_for_status(client, job_id))["status"] == "completed"
 
 
 async def test_not_ready_when_the_pool_does_not_answer_in_time(
