@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
-from collections.abc import Iterable
+import operator
 from typing import Any
 
 from aiohttp import web
@@ -13,15 +13,16 @@ from aiohttp import web
 from service import keys
 from service.errors import ApiError, BadRequest, NotFound
 from service.job_manager import JobManager
-from service.jobs import ImageRow, JobStatus, JobSummary
+from service.jobs import JobStatus, JobSummary
 from service.schemas import (
     JobListQuerySchema,
     JobListSchema,
     ResultsPageSchema,
     ResultsQuerySchema,
+    parse_job_id,
 )
 
-__all__ = ["CSV_COLUMNS", "parse_job_id", "routes"]
+__all__ = ["CSV_COLUMNS", "routes"]
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +44,6 @@ _list_query_schema = JobListQuerySchema()
 _list_schema = JobListSchema()
 _results_query_schema = ResultsQuerySchema()
 _results_page_schema = ResultsPageSchema()
-
-
-def parse_job_id(raw: str | None) -> int | None:
-    """A positive decimal job id, or None (ASCII digits only: ``int()`` takes '٣')."""
-    if raw is None or not raw.isascii() or not raw.isdigit():
-        return None
-    job_id = int(raw)
-    return job_id if job_id > 0 else None
 
 
 def _summary_body(summary: JobSummary) -> dict[str, Any]:
@@ -107,20 +100,8 @@ async def job_results(request: web.Request) -> web.StreamResponse:
     return web.json_response(_results_page_schema.dump(body))
 
 
-def _csv_cells(rows: Iterable[ImageRow]) -> Iterable[tuple[object, ...]]:
-    # None becomes an empty cell: the csv module writes None as "".
-    for row in rows:
-        yield (
-            row.store_id,
-            row.store_name,
-            row.area_code,
-            row.visit_time,
-            row.url,
-            row.width,
-            row.height,
-            row.perimeter,
-            row.error,
-        )
+# One CSV row per ImageRow, cells in column order; the csv module writes None as "".
+_csv_cells = operator.attrgetter(*CSV_COLUMNS)
 
 
 async def _stream_csv(
@@ -154,7 +135,7 @@ async def _stream_csv(
             if found is None or not found[1]:
                 raise NotFound(f"job {job_id} went away during the export")
             rows = found[1]
-            writer.writerows(_csv_cells(rows))
+            writer.writerows(map(_csv_cells, rows))
             position += len(rows)
             await response.write(buffer.getvalue().encode())
             buffer.seek(0)

@@ -41,6 +41,7 @@ __all__ = [
     "Submission",
     "SubmitSchema",
     "flatten_messages",
+    "parse_job_id",
 ]
 
 
@@ -295,3 +296,11 @@ def flatten_messages(messages: Any, prefix: str = "") -> list[str]:
         return lines
     text = str(messages)
     return [f"{prefix}: {text}" if prefix else text]
+
+
+def parse_job_id(raw: str | None) -> int | None:
+    """A positive decimal job id, or None (ASCII digits only: ``int()`` takes '٣')."""
+    if raw is None or not raw.isascii() or not raw.isdigit():
+        return None
+    job_id = int(raw)
+    return job_id if job_id > 0 else None

@@ -18,6 +18,7 @@ from service.schemas import (
     PageQuerySchema,
     StatusSchema,
     Submission,
+    parse_job_id,
 )
 
 __all__ = ["routes"]
@@ -75,17 +76,10 @@ async def submit_job(request: web.Request) -> web.Response:
     return web.json_response(_created_schema.dump({"job_id": job_id}), status=201)
 
 
-def _parse_job_id(raw: str | None) -> int | None:
-    if raw is None or not raw.isascii() or not raw.isdigit():
-        return None
-    job_id = int(raw)
-    return job_id if job_id > 0 else None
-
-
 @routes.get("/api/status")
 async def job_status(request: web.Request) -> web.Response:
     # The assignment's contract: any missing, malformed or unknown id is 400 {}.
-    job_id = _parse_job_id(request.query.get("jobid"))
+    job_id = parse_job_id(request.query.get("jobid"))
     summary = await request.app[keys.JOB_MANAGER].summary(job_id) if job_id else None
     if summary is None:
         return web.json_response({}, status=400)
@@ -101,7 +95,7 @@ def _store_errors(summary: JobSummary) -> list[dict[str, str]]:
 
 @routes.get("/api/jobs/{job_id}")
 async def job_detail(request: web.Request) -> web.Response:
-    job_id = _parse_job_id(request.match_info["job_id"])
+    job_id = parse_job_id(request.match_info["job_id"])
     if job_id is None:
         raise BadRequest("job id must be a positive integer")
     settings = request.app[keys.SETTINGS]
