@@ -33,6 +33,7 @@ EXPOSE 8080
 # Python's urllib, because the slim image has no curl; it probes 127.0.0.1:$RP_PORT.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "/app/healthcheck.py"]
-# aiohttp handles SIGTERM: stop accepting, cancel in-flight work, shut the pool down, exit 0.
+# On SIGTERM new submits get 503, running jobs get RP_SHUTDOWN_GRACE seconds, the rest
+# fail with "service shutting down", the pool and client close, and the process exits 0.
 STOPSIGNAL SIGTERM
 CMD ["python", "-m", "service"]
