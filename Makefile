@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALL_INPUTS := setup.cfg pyproject.toml
 
-.PHONY: venv run test lint clean postman hadolint wheel-check schemathesis
+.PHONY: venv run test lint clean postman hadolint wheel-check schemathesis bench bench-large
 
 # A venv with the service and its test tools (what `make test` uses).
 venv: $(VENV)/.installed-test
@@ -33,8 +33,8 @@ test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check service tests scripts
-	$(BIN)/ruff format --check service tests scripts
+	$(BIN)/ruff check service tests scripts bench
+	$(BIN)/ruff format --check service tests scripts bench
 	$(BIN)/mypy
 
 # The Postman collection, run by newman against a fresh service and a loopback image server.
@@ -53,6 +53,16 @@ wheel-check: $(VENV)/.installed-run
 # Contract fuzzing: schemathesis against a live service on 127.0.0.1 (see scripts/schemathesis_run.py).
 schemathesis: $(VENV)/.installed-test
 	$(BIN)/python scripts/schemathesis_run.py
+
+# The benchmark (minutes; never part of `make test` or CI). Prints one JSON object
+# and keeps a copy in bench/out/. See README "Performance".
+BENCH_ARGS ?=
+bench: $(VENV)/.installed-test
+	$(BIN)/python -m bench --out bench/out/bench.json $(BENCH_ARGS)
+
+# The same plus one 100,000-image job (a few more minutes).
+bench-large: $(VENV)/.installed-test
+	$(BIN)/python -m bench --large --out bench/out/bench-large.json $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache schemathesis-report

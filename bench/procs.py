@@ -1,0 +1,148 @@
+"""The service under test as a subprocess, and peak-RSS sampling of its process tree."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from bench.host import free_port, wait_http
+
+__all__ = ["RssSampler", "ServiceProcess", "tree_rss"]
+
+REPO = Path(__file__).resolve().parent.parent
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as handle:
+                found.extend(int(child) for child in handle.read().split())
+        except OSError:
+            continue
+    return found
+
+
+def tree_rss(root: int) -> tuple[int, int]:
+    """(summed resident bytes, process count) of ``root`` and all its descendants.
+
+    Summing RSS counts pages shared between processes once per process, so it
+    overstates the true footprint a little; it is the conservative figure.
+    """
+    total = processes = 0
+    stack = [root]
+    while stack:
+        pid = stack.pop()
+        try:
+            with open(f"/proc/{pid}/statm") as handle:
+                total += int(handle.read().split()[1]) * _PAGE
+        except (OSError, IndexError, ValueError):
+            continue
+        processes += 1
+        stack.extend(_children(pid))
+    return total, processes
+
+
+class RssSampler:
+    """Samples the tree's RSS every ``interval`` seconds in a thread; keeps the peak."""
+
+    def __init__(self, root: int, interval: float = 0.05) -> None:
+        self._root = root
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+        self.peak = 0
+        self.peak_processes = 0
+        self.samples = 0
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    def _sample(self) -> None:
+        rss, processes = tree_rss(self._root)
+        self.samples += 1
+        if rss > self.peak:
+            self.peak, self.peak_processes = rss, processes
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._sample()
+            self._stop.wait(self._interval)
+
+
+class ServiceProcess:
+    """``python -m service`` from the working tree on a free loopback port."""
+
+    def __init__(self, env: Mapping[str, str], stores: Path, log_path: Path) -> None:
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self._env = {**os.environ, **env, "PYTHONPATH": str(REPO)}
+        self._command = [
+            sys.executable,
+            "-m",
+            "service",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--stores",
+            str(stores),
+        ]
+        self._log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> ServiceProcess:
+        with self._log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                self._command,
+                cwd=REPO,
+                env=self._env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            wait_http(f"{self.base_url}/healthz", time.monotonic() + 60, self.process)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def stop(self) -> None:
+        process = self.process
+        if process is None or process.poll() is not None:
+            return
+        # SIGTERM is the service's graceful shutdown: it stops its own pool workers.
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.returncode != 0:
+            print(f"bench: service exited with {process.returncode}", file=sys.stderr)
