@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,10 +14,11 @@ from pathlib import Path
 
 from bench.host import free_port, wait_http
 
-__all__ = ["RssSampler", "ServiceProcess", "tree_rss"]
+__all__ = ["Profiler", "RssSampler", "ServiceProcess", "cpu_seconds", "tree_cpu", "tree_rss"]
 
 REPO = Path(__file__).resolve().parent.parent
 _PAGE = os.sysconf("SC_PAGE_SIZE")
+_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def _children(pid: int) -> list[int]:
@@ -32,6 +34,31 @@ def _children(pid: int) -> list[int]:
         except OSError:
             continue
     return found
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds the process has used so far (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            # Fields after the parenthesised command name; utime and stime are 14 and 15.
+            fields = handle.read().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def _tree(root: int) -> list[int]:
+    found, stack = [], [root]
+    while stack:
+        pid = stack.pop()
+        found.append(pid)
+        stack.extend(_children(pid))
+    return found
+
+
+def tree_cpu(root: int) -> dict[int, float]:
+    """CPU seconds of ``root`` and each live descendant, by pid."""
+    return {pid: cpu_seconds(pid) for pid in _tree(root)}
 
 
 def tree_rss(root: int) -> tuple[int, int]:
@@ -146,3 +173,41 @@ class ServiceProcess:
             process.wait()
         if process.returncode != 0:
             print(f"bench: service exited with {process.returncode}", file=sys.stderr)
+
+
+class Profiler:
+    """py-spy sampling the service's main process for the duration, when asked for.
+
+    Output is py-spy's "raw" collapsed stacks, one line per stack with its sample
+    count, which ``python -m bench.topframes`` summarises. Profiling skews timings:
+    figures from a profiled run are not benchmark results.
+    """
+
+    def __init__(self, pid: int, output: Path | None) -> None:
+        self._pid = pid
+        self._output = output
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Profiler:
+        if self._output is None:
+            return self
+        py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        self._output.parent.mkdir(parents=True, exist_ok=True)
+        command = [py_spy, "record", "--pid", str(self._pid), "--rate", "200", "--nonblocking"]
+        command += ["--format", "raw", "--output", str(self._output)]
+        self._process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL
+        )
+        time.sleep(0.5)  # let it attach before the workload starts
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._process is None:
+            return
+        # py-spy writes its output when interrupted.
+        self._process.send_signal(signal.SIGINT)
+        try:
+            self._process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()

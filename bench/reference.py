@@ -17,6 +17,8 @@ from io import BytesIO
 import aiohttp
 from PIL import Image
 
+from bench.procs import cpu_seconds
+
 __all__ = ["measure_batch", "run_reference"]
 
 CONNECTIONS = 256
@@ -79,9 +81,21 @@ def run_reference(urls: Sequence[str], verify: str, workers: int | None = None) 
     context = multiprocessing.get_context("forkserver")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         list(pool.map(_ping, range(workers * 4)))
+        # Private, but only read: the pids whose CPU time the reference spends.
+        worker_pids = list(pool._processes)
+        main_before = time.process_time()
+        workers_before = sum(cpu_seconds(pid) for pid in worker_pids)
         started = time.perf_counter()
         measured = asyncio.run(_run(urls, verify, pool, workers))
         wall = time.perf_counter() - started
+        main_cpu = time.process_time() - main_before
+        workers_cpu = sum(cpu_seconds(pid) for pid in worker_pids) - workers_before
     if measured != len(urls):
         raise RuntimeError(f"reference measured {measured} of {len(urls)} images")
-    return {"images": len(urls), "wall_s": wall, "images_per_s": len(urls) / wall}
+    return {
+        "images": len(urls),
+        "wall_s": round(wall, 3),
+        "images_per_s": round(len(urls) / wall, 1),
+        "main_cpu_ms_per_image": round(1000 * main_cpu / len(urls), 3),
+        "total_cpu_ms_per_image": round(1000 * (main_cpu + workers_cpu) / len(urls), 3),
+    }

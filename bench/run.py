@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.host import ImageHost, start_image_host
-from bench.procs import REPO, RssSampler, ServiceProcess
+from bench.procs import REPO, Profiler, RssSampler, ServiceProcess, tree_cpu
 from bench.reference import run_reference
 from bench.workloads import build_payload, percentile, run_jobs
 
@@ -42,7 +42,6 @@ CONFIGS: dict[str, tuple[str, dict[str, str]]] = {
 COMMON_ENV = {
     # The image host is on 127.0.0.1, which the SSRF guard refuses by default.
     "RP_ALLOW_PRIVATE_NETWORKS": "true",
-    "RP_LOG_LEVEL": "warning",
 }
 
 TARGETS = {
@@ -85,18 +84,23 @@ def _machine() -> dict[str, Any]:
 
 
 def _run_service_workload(
-    host: ImageHost,
     workdir: Path,
     env: dict[str, str],
     payloads: Sequence[bytes],
     images: int,
+    profile: Path | None = None,
 ) -> dict[str, Any]:
     log_path = workdir / "service.log"
     with (
         ServiceProcess({**COMMON_ENV, **env}, REPO / "stores.csv", log_path) as service,
         RssSampler(service.pid) as sampler,
+        Profiler(service.pid, profile),
     ):
+        cpu_before = tree_cpu(service.pid)
         wall, runs = asyncio.run(run_jobs(service.base_url, payloads))
+        cpu_after = tree_cpu(service.pid)
+    main_cpu = cpu_after.get(service.pid, 0.0) - cpu_before.get(service.pid, 0.0)
+    all_cpu = sum(cpu_after.values()) - sum(cpu_before.get(pid, 0.0) for pid in cpu_after)
     done = sum(run.done for run in runs)
     failed = sum(run.failed for run in runs)
     if done != images or failed:
@@ -113,6 +117,9 @@ def _run_service_workload(
         "status_p50_ms": round(percentile(latencies, 0.5) * 1000, 2),
         "status_p99_ms": round(percentile(latencies, 0.99) * 1000, 2),
         "status_max_ms": round(max(latencies) * 1000, 2),
+        # CPU per image is far steadier than wall time on a shared machine.
+        "main_cpu_ms_per_image": round(1000 * main_cpu / images, 3),
+        "total_cpu_ms_per_image": round(1000 * all_cpu / images, 3),
         "peak_rss_mb": round(sampler.peak / MB, 1),
         "peak_processes": sampler.peak_processes,
         "rss_samples": sampler.samples,
@@ -168,11 +175,20 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
                     for verify in ("full", "header"):
                         result = run_reference(urls, verify)
                         rate = result["images_per_s"]
-                        log(f"r{repeat} reference {workload} {verify}: {rate:.0f}/s")
+                        log(
+                            f"r{repeat} reference {workload} {verify}: {rate:.0f}/s,"
+                            f" cpu/img main {result['main_cpu_ms_per_image']} ms"
+                            f" all {result['total_cpu_ms_per_image']} ms"
+                        )
                         reference.setdefault(workload, {}).setdefault(verify, []).append(result)
                     for config in configs:
                         verify, env = CONFIGS[config]
-                        result = _run_service_workload(host, workdir, env, payloads, len(urls))
+                        profile = (
+                            args.profile / f"r{repeat}-{config}-{workload}.txt"
+                            if args.profile
+                            else None
+                        )
+                        result = _run_service_workload(workdir, env, payloads, len(urls), profile)
                         ref = reference[workload][verify][-1]
                         result["ratio_to_reference"] = round(
                             result["images_per_s"] / ref["images_per_s"], 3
@@ -180,11 +196,14 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
                         log(
                             f"r{repeat} service {config} {workload}: "
                             f"{result['images_per_s']:.0f}/s ({result['ratio_to_reference']:.2f}x),"
-                            f" p99 {result['status_p99_ms']} ms, {result['peak_rss_mb']} MB"
+                            f" p99 {result['status_p99_ms']} ms, {result['peak_rss_mb']} MB,"
+                            f" cpu/img main {result['main_cpu_ms_per_image']} ms"
+                            f" all {result['total_cpu_ms_per_image']} ms"
                         )
                         service.setdefault(config, {}).setdefault(workload, []).append(result)
             if args.large:
-                report["large"] = _run_large(host, workdir, args.large_images)
+                profile = args.profile / "large.txt" if args.profile else None
+                report["large"] = _run_large(host, workdir, args.large_images, profile)
         finally:
             host.stop()
     keys = (
@@ -194,11 +213,16 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         "submit_s_max",
         "status_p50_ms",
         "status_p99_ms",
+        "main_cpu_ms_per_image",
+        "total_cpu_ms_per_image",
         "peak_rss_mb",
     )
     report["reference"] = {
         workload: {
-            verify: _summarise(runs, ("wall_s", "images_per_s")) for verify, runs in modes.items()
+            verify: _summarise(
+                runs, ("wall_s", "images_per_s", "main_cpu_ms_per_image", "total_cpu_ms_per_image")
+            )
+            for verify, runs in modes.items()
         }
         for workload, modes in reference.items()
     }
@@ -210,12 +234,12 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
-def _run_large(host: ImageHost, workdir: Path, images: int) -> dict[str, Any]:
+def _run_large(host: ImageHost, workdir: Path, images: int, profile: Path | None) -> dict[str, Any]:
     """One 100,000-image job on the default settings: completes? peak RSS, submit time."""
     urls = _workload_urls(host, "large", images)
     payload = build_payload(urls, PER_VISIT)
     log(f"large job: {images} images, {len(payload) / MB:.1f} MB body")
-    result = _run_service_workload(host, workdir, {}, [payload], images)
+    result = _run_service_workload(workdir, {}, [payload], images, profile)
     result["body_mb"] = round(len(payload) / MB, 2)
     result["reference_full_images_per_s"] = run_reference(urls[:10000], "full")["images_per_s"]
     result["ratio_to_reference"] = round(
@@ -301,6 +325,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--large", action="store_true", help="also run the 100,000-image job")
     parser.add_argument("--large-images", type=int, default=100_000)
     parser.add_argument("--out", type=Path, help="also write the JSON report here")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="record each service run with py-spy (collapsed stacks) into this directory",
+    )
     args = parser.parse_args(argv)
     args.configs = args.configs.split(",")
     args.workloads = args.workloads.split(",")
