@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -33,7 +34,7 @@ from service.schemas import RequestLimits, SubmitSchema
 from service.stores import StoreMaster, StoreMasterError, load_store_master
 from service.views import routes
 
-__all__ = ["ListenError", "create_app", "drain", "main", "serve"]
+__all__ = ["ListenError", "create_app", "drain", "event_loop_factory", "main", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -189,11 +190,12 @@ async def _listen(runner: web.AppRunner, settings: Settings) -> None:
         reason = os.strerror(exc.errno) if exc.errno else str(exc)
         raise ListenError(f"cannot listen on {settings.host}:{settings.port}: {reason}") from None
     log.info(
-        "serving on http://%s:%d with %d stores from %s",
+        "serving on http://%s:%d with %d stores from %s (%s event loop)",
         settings.host,
         settings.port,
         len(runner.app[keys.STORE_MASTER]),
         settings.stores,
+        type(asyncio.get_running_loop()).__module__.partition(".")[0],
     )
 
 
@@ -208,6 +210,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def event_loop_factory(kind: str) -> Callable[[], asyncio.AbstractEventLoop]:
+    """What makes the service's loop: uvloop when asked for or (``auto``) when installed."""
+    if kind != "asyncio":
+        try:
+            uvloop = importlib.import_module("uvloop")
+        except ImportError:
+            if kind == "uvloop":
+                raise ConfigError(
+                    "invalid setting event_loop: uvloop is not installed "
+                    "(pip install 'retail-pulse[speed]')"
+                ) from None
+        else:
+            factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+            return factory
+    return asyncio.new_event_loop
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -218,11 +237,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         configure_logging(settings.log_level, settings.log_format)
         app = create_app(settings)
+        loop_factory = event_loop_factory(settings.event_loop)
     except (ConfigError, StoreMasterError) as exc:
         print(f"retail-pulse: {exc}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(serve(app))
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(serve(app))
     except ListenError as exc:
         print(f"retail-pulse: {exc}", file=sys.stderr)
         return 2

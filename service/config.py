@@ -63,6 +63,7 @@ class Settings:
     log_format: str = _setting("json", _one_of("json", "text"))
     ready_timeout: float = _setting(2.0, _positive)
     ready_stall_timeout: float = _setting(60.0, _positive)
+    event_loop: str = _setting("auto", _one_of("auto", "asyncio", "uvloop"))
 
     workers: int = _setting(0, _non_negative)
     verify: str = _setting("full", _one_of("full", "header"))
