@@ -93,6 +93,7 @@ async def measure_pool_ctx(app: web.Application) -> AsyncIterator[None]:
         max_batch=settings.batch_size,
         batch_function=app.get(keys.BATCH_FUNCTION, imaging.measure_batch),
         on_batch=app[keys.METRICS].pool_batch_size.observe,
+        niceness=settings.worker_niceness,
     )
     try:
         # Start the workers now rather than on the first image.

@@ -41,6 +41,10 @@ def _host_names(value: tuple[str, ...]) -> str | None:
     return None
 
 
+def _niceness(value: int) -> str | None:
+    return None if 0 <= value <= 19 else "must be between 0 and 19"
+
+
 def _one_of(*choices: str) -> Callable[[str], str | None]:
     def check(value: str) -> str | None:
         return None if value in choices else f"must be one of {', '.join(choices)}"
@@ -69,6 +73,7 @@ class Settings:
     verify: str = _setting("full", _one_of("full", "header"))
     max_pixels: int = _setting(50_000_000, _positive)
     batch_size: int = _setting(48, _positive)
+    worker_niceness: int = _setting(10, _niceness)
 
     gpu_delay_min: float = _setting(0.1, _non_negative)
     gpu_delay_max: float = _setting(0.4, _non_negative)

@@ -6,6 +6,7 @@ and called in worker processes, a batch of images per call to amortise IPC.
 
 from __future__ import annotations
 
+import os
 import signal
 import struct
 import warnings
@@ -41,8 +42,12 @@ class MeasureFailure:
     reason: str
 
 
-def init_worker() -> None:
+def init_worker(niceness: int = 0) -> None:
     """Pool initializer: runs once in each worker process."""
+    if niceness:
+        # Decoding is batch work; the event loop serving requests comes first
+        # whenever the two compete for a CPU.
+        os.nice(niceness)
     # Ctrl-C reaches the whole process group; the parent owns shutdown, so
     # workers ignore SIGINT instead of printing KeyboardInterrupt tracebacks.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -62,10 +62,12 @@ class MeasurePool:
         max_batch: int,
         batch_function: BatchFunction = imaging.measure_batch,
         on_batch: Callable[[int], None] | None = None,
+        niceness: int = 0,
     ) -> None:
         self.workers = workers or default_worker_count()
         # Told each batch's size as it goes out (the batch-size metric).
         self._on_batch = on_batch
+        self._niceness = niceness
         self._verify = verify
         self._max_pixels = max_pixels
         self._max_batch = max_batch
@@ -92,6 +94,7 @@ class MeasurePool:
             max_workers=self.workers,
             mp_context=multiprocessing.get_context("forkserver"),
             initializer=imaging.init_worker,
+            initargs=(self._niceness,),
         )
 
     @property
