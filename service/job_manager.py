@@ -51,12 +51,6 @@ class _Settled:
 
 
 @dataclass(frozen=True, slots=True)
-class _GetSummary:
-    job_id: int
-    reply: asyncio.Future[JobSummary | None]
-
-
-@dataclass(frozen=True, slots=True)
 class _GetRows:
     job_id: int
     offset: int
@@ -82,7 +76,7 @@ class _Sweep:
     pass
 
 
-_Message = _Submit | _Settled | _GetSummary | _GetRows | _ListRecent | _FailOngoing | _Sweep
+_Message = _Submit | _Settled | _GetRows | _ListRecent | _FailOngoing | _Sweep
 _STOP = object()
 
 SHUTTING_DOWN_REASON = "service shutting down"
@@ -185,7 +179,13 @@ class JobManager:
             self._inbox.put_nowait(_Settled(job_id, settled))
 
     async def summary(self, job_id: int) -> JobSummary | None:
-        return await self._ask(lambda reply: _GetSummary(job_id, reply))
+        # Status polls are the hot read, so they skip the inbox: job state only
+        # changes inside _handle, which never awaits, so reading between two
+        # messages is consistent, and the answer comes without waiting two
+        # event-loop turns (the actor's and the reply's) behind pipeline work.
+        if self._task is None:
+            raise _shutting_down()
+        return self._jobs.summary(job_id)
 
     async def rows(
         self, job_id: int, offset: int, limit: int
@@ -235,8 +235,6 @@ class JobManager:
                 self._record(job_id, settled)
             case _Submit(visits, reply):
                 _answer(reply, self._create(visits))
-            case _GetSummary(job_id, reply):
-                _answer(reply, self._jobs.summary(job_id))
             case _GetRows(job_id, offset, limit, reply):
                 summary = self._jobs.summary(job_id)
                 rows = self._jobs.rows(job_id, offset, limit)
