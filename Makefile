@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALL_INPUTS := setup.cfg pyproject.toml
 
-.PHONY: venv run test lint clean postman hadolint wheel-check schemathesis bench bench-large
+.PHONY: venv run test lint clean postman hadolint wheel-check schemathesis bench
 
 # A venv with the service and its test tools (what `make test` uses).
 venv: $(VENV)/.installed-test
@@ -54,15 +54,12 @@ wheel-check: $(VENV)/.installed-run
 schemathesis: $(VENV)/.installed-test
 	$(BIN)/python scripts/schemathesis_run.py
 
-# The benchmark (minutes; never part of `make test` or CI). Prints one JSON object
-# and keeps a copy in bench/out/. See README "Performance".
+# The benchmark (about 5 minutes; never part of `make test` or CI): W1 and W2 in
+# three configurations, 3 repeats, plus one 100,000-image job. Prints one JSON
+# object and keeps a copy in bench/out/. See README "Performance".
 BENCH_ARGS ?=
 bench: $(VENV)/.installed-test
-	$(BIN)/python -m bench --out bench/out/bench.json $(BENCH_ARGS)
-
-# The same plus one 100,000-image job (a few more minutes).
-bench-large: $(VENV)/.installed-test
-	$(BIN)/python -m bench --large --out bench/out/bench-large.json $(BENCH_ARGS)
+	$(BIN)/python -m bench --large --out bench/out/bench.json $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache schemathesis-report
