@@ -187,7 +187,7 @@ class MeasurePool:
         self.rebuilds += 1
         log.error("measure pool broke (a worker process died); starting a new one")
         self._executor = self._new_executor()
-        # The broken executor has already reaped its workers; this only joins its threads.
+        _kill_survivors(broken)
         broken.shutdown(wait=False, cancel_futures=True)
 
     def _settle_threadsafe(
@@ -246,8 +246,26 @@ class MeasurePool:
             item.future.cancel()
         self._pending.clear()
         self._retries.clear()
+        _kill_survivors(self._executor)
         # shutdown(wait=True) joins the worker processes; off the loop, it may take a batch's time.
         await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
+
+
+def _kill_survivors(executor: ProcessPoolExecutor) -> None:
+    """Kill what is left of a broken executor's workers.
+
+    CPython 3.11 terminates the survivors when the pool breaks, but a worker
+    that submit() was spawning at that moment (``_broken`` is set without the
+    lock submit() holds) misses the terminate, then blocks forever on the
+    call-queue lock the dead worker held, and the executor's manager thread,
+    and so interpreter exit, wait on it. Everything that submits runs on the
+    event loop, as does this, so every late spawn is in ``_processes`` by now.
+    """
+    if not getattr(executor, "_broken", False):
+        return
+    for process in list((getattr(executor, "_processes", None) or {}).values()):
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            process.kill()
 
 
 def _resolve(future: asyncio.Future[Result], result: Result) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -107,6 +108,8 @@ class ServiceProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            # Its own process group, so kill() can take the pool workers down with it.
+            start_new_session=True,
         )
         self.base_url = f"http://127.0.0.1:{self.port}"
 
@@ -130,6 +133,9 @@ class ServiceProcess:
         return self.process.returncode, stdout, stderr
 
     def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.communicate()
+        """Kill the service and everything it started; never hangs on their pipes."""
+        # The forkserver and workers inherit stdout/stderr: unless they die too,
+        # communicate() would wait for pipes they keep open.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.communicate(timeout=30)
