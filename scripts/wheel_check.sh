@@ -10,9 +10,8 @@ cd "$(dirname "$0")/.."
 PYTHON=${1:?usage: scripts/wheel_check.sh PYTHON}
 # Absolute, since part of the check runs elsewhere; not resolved, so it stays the venv's.
 PYTHON="$(cd "$(dirname "$PYTHON")" && pwd)/$(basename "$PYTHON")"
-# The extras the Dockerfile's runtime stage installs, so both install the same thing
-# (e.g. "[speed]" once the Dockerfile installs "<wheel>[speed]").
-WHEEL_EXTRAS=""
+# The extras the Dockerfile installs, so both install the same thing.
+WHEEL_EXTRAS="[speed]"
 
 work=$(mktemp -d)
 image_pid=""
@@ -38,7 +37,8 @@ git archive --format=tar HEAD | tar -x -C "$work/src"
 # As the Dockerfile's build stage does: the service's wheel plus wheels of all its
 # dependencies, then an install from those wheels alone (--no-index), as the runtime stage does.
 echo "wheel-check: building wheels"
-"$PYTHON" -m pip wheel --quiet --disable-pip-version-check --wheel-dir "$work/wheels" "$work/src"
+"$PYTHON" -m pip wheel --quiet --disable-pip-version-check --wheel-dir "$work/wheels" \
+    "$work/src$WHEEL_EXTRAS"
 wheels=("$work"/wheels/retail_pulse-*.whl)
 if [[ ${#wheels[@]} -ne 1 || ! -f ${wheels[0]} ]]; then
     echo "wheel-check: expected one retail_pulse wheel, got: ${wheels[*]}" >&2
