@@ -229,10 +229,10 @@ class MeasurePool:
         if isinstance(error, BrokenProcessPool):
             self._after_crash(generation, batch)
         elif error is not None:
+            # Not a crash, but the call failed as a whole (e.g. a result that would
+            # not pickle): as after a crash, each image gets one more try, alone.
             log.error("measure batch failed: %r", error)
-            failure = MeasureFailure(f"image processing failed: {error!r}")
-            for item in batch:
-                _resolve(item.future, failure)
+            self._retry_alone(batch, MeasureFailure(f"image processing failed: {error!r}"))
         else:
             self.progress_at = time.monotonic()
             for item, result in zip(batch, call.result(), strict=True):
@@ -246,9 +246,13 @@ class MeasurePool:
             return
         if generation == self._generation:
             self._rebuild()
+        self._retry_alone(batch, MeasureFailure(CRASHED_REASON))
+
+    def _retry_alone(self, batch: list[_Pending], failure: MeasureFailure) -> None:
+        """Queue each image for one more try on its own; fail those already retried."""
         for item in batch:
             if item.retried:
-                _resolve(item.future, MeasureFailure(CRASHED_REASON))
+                _resolve(item.future, failure)
             elif not item.future.done():
                 item.retried = True
                 self._retries.append(item)

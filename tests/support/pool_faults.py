@@ -7,6 +7,7 @@ deterministic that the test can act on, such as waiting to be killed:
                              pid file already exists, answer 1x1 instead
   b"hold-always <pid file>"  write the worker's pid to "<pid file>.<n>" and wait
   b"wait-for <path>"         keep the worker busy until ``path`` exists, then answer 2x2
+  b"fails-in-company"        make the whole call raise unless it is alone, then answer 3x3
 Anything else is measured by the real code.
 """
 
@@ -19,7 +20,9 @@ from pathlib import Path
 from service import imaging
 from service.imaging import MeasureFailure, Measurement
 
-__all__ = ["hold_always", "hold_once", "measure_batch", "wait_for"]
+__all__ = ["FAILS_IN_COMPANY", "hold_always", "hold_once", "measure_batch", "wait_for"]
+
+FAILS_IN_COMPANY = b"fails-in-company"
 
 # A held worker gives up after this long, so a test that fails to kill it cannot hang.
 HOLD_LIMIT = 60.0
@@ -71,10 +74,14 @@ def _run(data: bytes, verify: str, max_pixels: int) -> Measurement | MeasureFail
         while not gate.exists() and time.monotonic() < deadline:
             time.sleep(0.02)
         return Measurement(2, 2)
+    if data == FAILS_IN_COMPANY:
+        return Measurement(3, 3)
     return imaging.measure_image(data, verify, max_pixels)
 
 
 def measure_batch(
     images: list[bytes], verify: str, max_pixels: int
 ) -> list[Measurement | MeasureFailure]:
+    if FAILS_IN_COMPANY in images and len(images) > 1:
+        raise ValueError("the whole call fails, as an unpicklable result would")
     return [_run(data, verify, max_pixels) for data in images]

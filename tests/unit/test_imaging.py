@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import struct
+from io import BytesIO
+
 import pytest
+from PIL import Image
 
 from service.imaging import MeasureFailure, Measurement, measure_batch, measure_image
 from tests.support.images import make_image, truncated
@@ -42,4 +46,26 @@ def test_batch_keeps_order_and_isolates_failures() -> None:
     )
     assert results[0] == Measurement(10, 20)
     assert isinstance(results[1], MeasureFailure)
+    assert results[2] == Measurement(3, 4)
+
+
+def _dds_with_unknown_pixel_format() -> bytes:
+    """A real DDS file whose pixel-format flags Pillow does not know."""
+    buffer = BytesIO()
+    Image.new("RGB", (17, 9)).save(buffer, "DDS")
+    data = bytearray(buffer.getvalue())
+    struct.pack_into("<I", data, 80, 0x00A50000)  # DDS_PIXELFORMAT.dwFlags
+    return bytes(data)
+
+
+def test_unexpected_decoder_exception_fails_only_its_own_image() -> None:
+    poison = _dds_with_unknown_pixel_format()
+    with pytest.raises(NotImplementedError):
+        Image.open(BytesIO(poison))  # what Pillow itself does with it
+    results = measure_batch(
+        [make_image(10, 20, "png"), poison, make_image(3, 4, "gif")], "full", BIG
+    )
+    assert results[0] == Measurement(10, 20)
+    assert isinstance(results[1], MeasureFailure)
+    assert results[1].reason.startswith("unsupported or corrupt image: NotImplementedError")
     assert results[2] == Measurement(3, 4)
