@@ -151,7 +151,10 @@ class Downloader:
 
     async def try_fetch(self, url: str, attempt: int = 1) -> bytes:
         """Attempt number ``attempt``: the bytes, ``RetryLater`` or a final ``FetchError``."""
-        host = (URL(url).host or "").lower()
+        try:
+            host = (URL(url).host or "").lower()
+        except (ValueError, UnicodeError) as exc:
+            raise FetchError(f"invalid URL: {exc}") from None
         if not self._breaker.allow(host):
             raise FetchError(CIRCUIT_OPEN)
         settled = False

@@ -262,4 +262,8 @@ def normalise_visit_time(raw: str) -> str:
         return raw
     if parsed.tzinfo is None:
         return parsed.isoformat()
-    return parsed.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    try:
+        in_utc = parsed.astimezone(UTC)
+    except OverflowError:  # "0001-01-01T00:00:00+01:00" has no UTC time in range
+        return raw
+    return in_utc.isoformat().replace("+00:00", "Z")

@@ -19,6 +19,7 @@ from marshmallow import (
     validate,
     validates_schema,
 )
+from yarl import URL
 
 from service.jobs import Visit, normalise_visit_time
 
@@ -67,7 +68,10 @@ def _http_url(value: str) -> None:
         parts = urlsplit(value)
         host = parts.hostname
         parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError:
+        # The downloader parses with yarl, which also rejects hosts that urlsplit
+        # lets through (an empty IDNA label such as "xn--"); refuse those here.
+        URL(value).host  # noqa: B018 - decoding the host is the check
+    except (ValueError, UnicodeError):
         raise ValidationError("Not a valid URL.") from None
     if parts.scheme not in ("http", "https") or not host:
         raise ValidationError("Not an absolute http(s) URL.")
@@ -298,9 +302,13 @@ def flatten_messages(messages: Any, prefix: str = "") -> list[str]:
     return [f"{prefix}: {text}" if prefix else text]
 
 
+# Ids count up from 1; no real id is longer, and int() refuses 4,300+ digits anyway.
+_MAX_JOB_ID_DIGITS = 18
+
+
 def parse_job_id(raw: str | None) -> int | None:
     """A positive decimal job id, or None (ASCII digits only: ``int()`` takes '٣')."""
-    if raw is None or not raw.isascii() or not raw.isdigit():
+    if raw is None or not raw.isascii() or not raw.isdigit() or len(raw) > _MAX_JOB_ID_DIGITS:
         return None
     job_id = int(raw)
     return job_id if job_id > 0 else None

@@ -36,7 +36,8 @@ _health_schema = HealthSchema()
 _page_query_schema = PageQuerySchema()
 
 
-async def _read_json_object(request: web.Request) -> dict[str, Any]:
+async def _read_json_object(request: web.Request) -> tuple[dict[str, Any], int]:
+    """The body as a JSON object, and its size in bytes (chunked bodies have no Content-Length)."""
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
@@ -52,23 +53,25 @@ async def _read_json_object(request: web.Request) -> dict[str, Any]:
         body = _decode_json(raw)
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object")
-    return body
+    return body, len(raw)
 
 
 def _decode_json(raw: bytes) -> Any:
     try:
         return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except ValueError as exc:  # also bad UTF-8, and integers past Python's digit limit
         raise BadRequest(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequest("request body is not valid JSON: nested too deeply") from None
 
 
 @routes.post("/api/submit/")
 @routes.post("/api/submit")
 async def submit_job(request: web.Request) -> web.Response:
     request.app[keys.JOB_MANAGER].check_admission()
-    body = await _read_json_object(request)
+    body, size = await _read_json_object(request)
     schema = request.app[keys.SUBMIT_SCHEMA]
-    if request.content_length and request.content_length > _THREAD_PARSE_BYTES:
+    if size > _THREAD_PARSE_BYTES:
         submission: Submission = await asyncio.to_thread(schema.load, body)
     else:
         submission = schema.load(body)

@@ -351,3 +351,44 @@ async def test_unknown_route_and_method_answer_json(client: Client) -> None:
     wrong_method = await client.get("/api/submit/")
     assert wrong_method.status == 405
     assert (await wrong_method.json())["error"]
+
+
+HOSTILE_BODIES: list[tuple[str, bytes]] = [
+    ("integer past Python's digit limit", b'{"count": ' + b"9" * 5000 + b', "visits": []}'),
+    ("nesting past the recursion limit", b"[" * 100_000 + b"]" * 100_000),
+]
+
+
+@pytest.mark.parametrize(("case", "raw"), HOSTILE_BODIES, ids=[c[0] for c in HOSTILE_BODIES])
+async def test_pathological_json_is_400_not_500(client: Client, case: str, raw: bytes) -> None:
+    response = await client.post(
+        "/api/submit/", data=raw, headers={"Content-Type": "application/json"}
+    )
+    assert response.status == 400
+    assert "not valid JSON" in (await response.json())["error"]
+
+
+async def test_job_id_with_thousands_of_digits_is_invalid_not_500(client: Client) -> None:
+    digits = "9" * 5000
+    status = await client.get("/api/status", params={"jobid": digits})
+    assert (status.status, await status.json()) == (400, {})
+    detail = await client.get(f"/api/jobs/{digits}")
+    assert detail.status == 400
+
+
+async def test_url_that_the_downloader_cannot_parse_is_a_400(client: Client) -> None:
+    response = await client.post("/api/submit/", json=job(visit("RP00001", "http://xn--/a.jpg")))
+    assert response.status == 400
+    assert "image_url" in (await response.json())["error"]
+
+
+async def test_iso_time_out_of_utc_range_is_kept_verbatim(
+    client: Client, image_host: ImageHost
+) -> None:
+    edge = "0001-01-01T00:00:00+01:00"
+    job_id = await submit(
+        client, job(visit("RP00001", image_host.url("/img/4x4.png"), visit_time=edge))
+    )
+    await wait_for_status(client, job_id)
+    detail = await (await client.get(f"/api/jobs/{job_id}")).json()
+    assert detail["results"][0]["visit_time"] == edge
