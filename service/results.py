@@ -140,6 +140,14 @@ async def _stream_csv(
             await response.write(buffer.getvalue().encode())
             buffer.seek(0)
             buffer.truncate()
+        await response.write(buffer.getvalue().encode())
+        await response.write_eof()
+    except ConnectionResetError:
+        # The client hung up mid-download: nothing to answer, nothing went wrong here.
+        log.info(
+            "results export abandoned by the client",
+            extra={"job_id": job_id, "rows_written": position - offset},
+        )
     except ApiError as exc:
         # The headers are out, so no error body can follow: cut the connection,
         # leaving the chunked body unterminated so the client sees it is incomplete.
@@ -149,7 +157,4 @@ async def _stream_csv(
         )
         if request.transport is not None:
             request.transport.close()
-        return response
-    await response.write(buffer.getvalue().encode())
-    await response.write_eof()
     return response
