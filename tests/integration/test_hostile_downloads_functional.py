@@ -39,7 +39,7 @@ async def test_hostile_images_each_fail_with_a_clear_reason_and_the_service_stay
     fault_host: FaultHost,
 ) -> None:
     settings = make_settings(
-        max_image_bytes=1_000_000, read_timeout=0.3, total_timeout=3.0, retry_attempts=2
+        max_image_bytes=1_000_000, read_timeout=1.0, total_timeout=3.0, retry_attempts=2
     )
     client = await make_client(settings)
     urls = {

@@ -36,7 +36,9 @@ async def test_not_ready_without_stores(aiohttp_client: Any, settings: Settings)
 async def test_a_pool_worker_that_died_idle_is_replaced_by_the_readiness_ping(
     make_client: Callable[..., Any], make_settings: Callable[..., Settings], image_host: ImageHost
 ) -> None:
-    client = await make_client(make_settings(workers=1))
+    # A generous ping timeout: this test is about healing, and the rebuilt worker
+    # must start (forkserver spawn, Pillow import) within it on a loaded machine.
+    client = await make_client(make_settings(workers=1, ready_timeout=30))
     pool = client.app[keys.MEASURE_POOL]
     # A real crash while idle: kill the only worker. No batch would ever notice,
     # and a not-ready instance gets none, so readiness itself must heal the pool.

@@ -15,6 +15,7 @@ import pytest
 
 from tests.support.image_host import ImageHost
 from tests.support.polling import eventually
+from tests.support.processes import kill_quietly
 
 CLI = Path(sys.executable).with_name("retail-pulse")
 
@@ -51,6 +52,7 @@ async def serve_one_job(
             str(stores_csv),
             stdout=asyncio.subprocess.DEVNULL,
             stderr=stderr,
+            start_new_session=True,  # so a failed test can kill its workers too
             env=environ,
         )
     base = f"http://127.0.0.1:{port}"
@@ -98,7 +100,7 @@ async def serve_one_job(
         return await asyncio.wait_for(process.wait(), 30)
     finally:
         if process.returncode is None:
-            process.kill()
+            kill_quietly(-process.pid, signal.SIGKILL)  # the whole process group
             await process.wait()
 
 

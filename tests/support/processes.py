@@ -117,7 +117,8 @@ class ServiceProcess:
         deadline = time.monotonic() + within
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise AssertionError(f"service exited early: {self.process.communicate()[1]}")
+                _, stderr = self.kill()  # its workers may still hold the pipes open
+                raise AssertionError(f"service exited early: {stderr}")
             try:
                 with urllib.request.urlopen(f"{self.base_url}/healthz", timeout=1) as response:
                     if response.status == 200:
@@ -132,10 +133,11 @@ class ServiceProcess:
         stdout, stderr = self.process.communicate(timeout=within)
         return self.process.returncode, stdout, stderr
 
-    def kill(self) -> None:
+    def kill(self) -> tuple[str, str]:
         """Kill the service and everything it started; never hangs on their pipes."""
         # The forkserver and workers inherit stdout/stderr: unless they die too,
         # communicate() would wait for pipes they keep open.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.communicate(timeout=30)
+        stdout, stderr = self.process.communicate(timeout=30)
+        return stdout, stderr
