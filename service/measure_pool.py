@@ -265,7 +265,13 @@ class MeasurePool:
         self._pending.clear()
         self._retries.clear()
         _kill_survivors(self._executor)
-        # shutdown(wait=True) joins the worker processes; off the loop, it may take a batch's time.
+        if self.busy:
+            # Nobody waits for these results any more, and a batch of large images
+            # can take longer to decode than a container's stop timeout allows.
+            for process in list((self._executor._processes or {}).values()):
+                with contextlib.suppress(OSError, ValueError, AttributeError):
+                    process.terminate()
+        # Joins the workers (and the executor's threads); off the loop, as it may block.
         await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -44,3 +45,26 @@ async def test_a_call_that_fails_whole_retries_each_image_alone(
         Measurement(3, 3),
         Measurement(9, 4),
     ]
+
+
+async def test_close_does_not_wait_for_a_batch_nobody_wants(tmp_path: Path) -> None:
+    pool = MeasurePool(
+        workers=1,
+        verify="full",
+        max_pixels=50_000_000,
+        max_batch=8,
+        batch_function=pool_faults.measure_batch,
+    )
+    await pool.ping()
+    (worker,) = pool._executor._processes.values()
+    # The worker writes its pid, then holds this image for a minute.
+    pid_file = tmp_path / "pid"
+    held = asyncio.ensure_future(pool.measure(pool_faults.hold_once(pid_file)))
+    deadline = time.monotonic() + 30
+    while not pid_file.exists():  # the batch is running in the worker now
+        assert time.monotonic() < deadline, "the worker never started the batch"
+        await asyncio.sleep(0.02)
+    # A deadline against a hang, far above the time close() needs.
+    await asyncio.wait_for(pool.close(), 30)
+    assert not worker.is_alive()
+    held.cancel()
