@@ -275,8 +275,7 @@ class JobManager:
             "job created",
             extra={"job_id": job.job_id, "visits": len(visits), "images": job.total},
         )
-        if self._observer is not None:
-            self._observer.job_created(job)
+        self._notify(lambda observer: observer.job_created(job))
         unknown = [
             (job.visit_starts[position] + offset, ImageOutcome.failed(UNKNOWN_STORE_REASON))
             for position, store in enumerate(stores)
@@ -299,8 +298,7 @@ class JobManager:
         if job is None:
             return
         self._add_pending(done_before - job.done)
-        if self._observer is not None:
-            self._observer.images_settled(job, settled)
+        self._notify(lambda observer: observer.images_settled(job, settled))
         if not job.all_settled:
             return
         status = self._jobs.finish(job_id, datetime.now(UTC))
@@ -313,10 +311,18 @@ class JobManager:
                 "failed_images": job.failed,
             },
         )
-        if self._observer is not None:
-            summary = self._jobs.summary(job_id)
-            if summary is not None:
-                self._observer.job_finished(summary)
+        summary = self._jobs.summary(job_id)
+        if summary is not None:
+            self._notify(lambda observer: observer.job_finished(summary))
+
+    def _notify(self, event: Callable[[JobObserver], None]) -> None:
+        """Tell the observer; its failure is logged and never stops the job's own flow."""
+        if self._observer is None:
+            return
+        try:
+            event(self._observer)
+        except Exception:
+            log.exception("job observer failed")
 
     def _fail_ongoing(self, reason: str) -> int:
         failed = 0
