@@ -188,7 +188,12 @@ class Pipeline:
         except FetchError as exc:
             return ImageOutcome.failed(exc.reason)
         except asyncio.CancelledError:
-            raise
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # this worker is being stopped
+            # Something else cancelled the awaited future (the pool closing under
+            # us): that costs this image, not the worker that would serve the rest.
+            return ImageOutcome.failed("image processing was cancelled")
         except Exception as exc:
             # A bug must cost one image, never a worker.
             log.exception("unexpected error processing %s", url)
