@@ -127,6 +127,7 @@ class Job:
     visit_starts: list[int] = field(default_factory=list)
     _store_failures: dict[str, _StoreFailure] = field(default_factory=dict)
     _store_order: dict[str, int] = field(default_factory=dict)
+    _errors: tuple[StoreError, ...] = ()
 
     @classmethod
     def create(
@@ -199,6 +200,8 @@ class Job:
             return
         self.status = JobStatus.FAILED if self.failed else JobStatus.COMPLETED
         self.finished_at = at
+        # A terminal job never changes, so its error list is built once, not per poll.
+        self._errors = self.store_errors()
 
     def store_errors(self) -> tuple[StoreError, ...]:
         ordered = sorted(self._store_failures.items(), key=lambda item: self._store_order[item[0]])
@@ -219,7 +222,7 @@ class Job:
             total=self.total,
             done=self.done,
             failed=self.failed,
-            errors=self.store_errors() if self.status is JobStatus.FAILED else (),
+            errors=self._errors,
         )
 
     def rows(self, offset: int, limit: int) -> list[ImageRow]:
