@@ -91,6 +91,7 @@ async def measure_pool_ctx(app: web.Application) -> AsyncIterator[None]:
         verify=settings.verify,
         max_pixels=settings.max_pixels,
         max_batch=settings.batch_size,
+        max_batch_bytes=settings.batch_max_bytes,
         batch_function=app.get(keys.BATCH_FUNCTION, imaging.measure_batch),
         on_batch=app[keys.METRICS].pool_batch_size.observe,
         niceness=settings.worker_niceness,

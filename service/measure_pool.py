@@ -74,6 +74,7 @@ class MeasurePool:
         verify: str,
         max_pixels: int,
         max_batch: int,
+        max_batch_bytes: int,
         batch_function: BatchFunction = imaging.measure_batch,
         on_batch: Callable[[int], None] | None = None,
         niceness: int = 0,
@@ -85,6 +86,7 @@ class MeasurePool:
         self._verify = verify
         self._max_pixels = max_pixels
         self._max_batch = max_batch
+        self._max_batch_bytes = max_batch_bytes
         self._batch_function = batch_function
         self._pending: deque[_Pending] = deque()
         # Images whose batch died with a worker; each goes out alone, before new work.
@@ -147,11 +149,15 @@ class MeasurePool:
     def _next_batch(self) -> list[_Pending]:
         source, size = (self._retries, 1) if self._retries else (self._pending, self._max_batch)
         batch: list[_Pending] = []
-        while source and len(batch) < size:
+        batch_bytes = 0
+        # The byte budget keeps one pickled call small when images are large; a
+        # single image over it still goes, alone.
+        while source and len(batch) < size and (not batch or batch_bytes < self._max_batch_bytes):
             item = source.popleft()
             # A waiter cancelled meanwhile (shutdown, job dropped) needs no work.
             if not item.future.done():
                 batch.append(item)
+                batch_bytes += len(item.data)
         return batch
 
     def _dispatch(self) -> None:

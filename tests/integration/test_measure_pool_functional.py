@@ -22,6 +22,7 @@ async def one_worker_pool() -> AsyncIterator[MeasurePool]:
         verify="full",
         max_pixels=50_000_000,
         max_batch=8,
+        max_batch_bytes=50_000_000,
         batch_function=pool_faults.measure_batch,
     )
     await pool.ping()
@@ -53,6 +54,7 @@ async def test_close_does_not_wait_for_a_batch_nobody_wants(tmp_path: Path) -> N
         verify="full",
         max_pixels=50_000_000,
         max_batch=8,
+        max_batch_bytes=50_000_000,
         batch_function=pool_faults.measure_batch,
     )
     await pool.ping()
@@ -68,3 +70,31 @@ async def test_close_does_not_wait_for_a_batch_nobody_wants(tmp_path: Path) -> N
     await asyncio.wait_for(pool.close(), 30)
     assert not worker.is_alive()
     held.cancel()
+
+
+async def test_batches_also_stop_at_the_byte_budget(tmp_path: Path) -> None:
+    image = make_image(64, 64, "png")
+    sizes: list[int] = []
+    pool = MeasurePool(
+        workers=1,
+        verify="full",
+        max_pixels=50_000_000,
+        max_batch=8,
+        max_batch_bytes=2 * len(image),
+        batch_function=pool_faults.measure_batch,
+        on_batch=sizes.append,
+    )
+    await pool.ping()
+    try:
+        gate = tmp_path / "gate"
+        # The first image holds the only worker while five more queue up behind it.
+        holder = asyncio.ensure_future(pool.measure(pool_faults.wait_for(gate)))
+        queued = asyncio.gather(*(pool.measure(image) for _ in range(5)))
+        await asyncio.sleep(0)
+        gate.touch()
+        await asyncio.wait_for(holder, 30)
+        assert await asyncio.wait_for(queued, 30) == [Measurement(64, 64)] * 5
+    finally:
+        await pool.close()
+    # Up to the budget (two images), never the eight the count cap allows.
+    assert sizes == [1, 2, 2, 1]
