@@ -276,8 +276,9 @@ class JobManager:
             extra={"job_id": job.job_id, "visits": len(visits), "images": job.total},
         )
         self._notify(lambda observer: observer.job_created(job))
+        unknown_store = ImageOutcome.failed(UNKNOWN_STORE_REASON)  # immutable: one for all
         unknown = [
-            (job.visit_starts[position] + offset, ImageOutcome.failed(UNKNOWN_STORE_REASON))
+            (job.visit_starts[position] + offset, unknown_store)
             for position, store in enumerate(stores)
             if store is None
             for offset in range(len(visits[position].image_urls))
