@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,17 +16,25 @@ from tests.support import pool_faults
 from tests.support.images import make_image
 
 
+async def started_pool(**overrides: Any) -> MeasurePool:
+    """One real worker that obeys tests.support.pool_faults commands, started."""
+    options: dict[str, Any] = {
+        "workers": 1,
+        "verify": "full",
+        "max_pixels": 50_000_000,
+        "max_batch": 8,
+        "max_batch_bytes": 50_000_000,
+        "batch_function": pool_faults.measure_batch,
+    }
+    options.update(overrides)
+    pool = MeasurePool(**options)
+    await pool.ping()
+    return pool
+
+
 @pytest.fixture
 async def one_worker_pool() -> AsyncIterator[MeasurePool]:
-    pool = MeasurePool(
-        workers=1,
-        verify="full",
-        max_pixels=50_000_000,
-        max_batch=8,
-        max_batch_bytes=50_000_000,
-        batch_function=pool_faults.measure_batch,
-    )
-    await pool.ping()
+    pool = await started_pool()
     yield pool
     await pool.close()
 
@@ -49,15 +58,7 @@ async def test_a_call_that_fails_whole_retries_each_image_alone(
 
 
 async def test_close_does_not_wait_for_a_batch_nobody_wants(tmp_path: Path) -> None:
-    pool = MeasurePool(
-        workers=1,
-        verify="full",
-        max_pixels=50_000_000,
-        max_batch=8,
-        max_batch_bytes=50_000_000,
-        batch_function=pool_faults.measure_batch,
-    )
-    await pool.ping()
+    pool = await started_pool()
     (worker,) = pool._executor._processes.values()
     # The worker writes its pid, then holds this image for a minute.
     pid_file = tmp_path / "pid"
@@ -75,16 +76,7 @@ async def test_close_does_not_wait_for_a_batch_nobody_wants(tmp_path: Path) -> N
 async def test_batches_also_stop_at_the_byte_budget(tmp_path: Path) -> None:
     image = make_image(64, 64, "png")
     sizes: list[int] = []
-    pool = MeasurePool(
-        workers=1,
-        verify="full",
-        max_pixels=50_000_000,
-        max_batch=8,
-        max_batch_bytes=2 * len(image),
-        batch_function=pool_faults.measure_batch,
-        on_batch=sizes.append,
-    )
-    await pool.ping()
+    pool = await started_pool(max_batch_bytes=2 * len(image), on_batch=sizes.append)
     try:
         gate = tmp_path / "gate"
         # The first image holds the only worker while five more queue up behind it.
