@@ -79,7 +79,7 @@ class Settings:
     gpu_delay_min: float = _setting(0.1, _non_negative)
     gpu_delay_max: float = _setting(0.4, _non_negative)
 
-    max_in_flight: int = _setting(128, _positive)
+    max_in_flight: int = _setting(64, _positive)
     connect_timeout: float = _setting(5.0, _positive)
     read_timeout: float = _setting(10.0, _positive)
     total_timeout: float = _setting(30.0, _positive)
