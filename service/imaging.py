@@ -100,8 +100,8 @@ def measure_image(data: bytes, verify: str, max_pixels: int) -> Measurement | Me
     except MemoryError:
         return _too_large(data)
     except Exception as exc:
-        # Pillow's plugins raise more than the types above on hostile files
-        # (NotImplementedError from DDS, TypeError from TIFF); one such file must
+        # Pillow's plugins raise more than the types above on hostile files (a
+        # DDS with unknown pixel flags, a broken TIFF); one such file must
         # cost its own image only, never the batch it shares a worker call with.
         return MeasureFailure(f"unsupported or corrupt image: {type(exc).__name__}: {exc}")
 

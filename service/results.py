@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from service import keys
-from service.errors import ApiError, BadRequest, NotFound
+from service.errors import ApiError, NotFound
 from service.job_manager import JobManager
 from service.jobs import JobStatus, JobSummary
 from service.schemas import (
@@ -19,8 +19,8 @@ from service.schemas import (
     JobListSchema,
     ResultsPageSchema,
     ResultsQuerySchema,
-    parse_job_id,
 )
+from service.views import page_limit, path_job_id
 
 __all__ = ["CSV_COLUMNS", "routes"]
 
@@ -58,9 +58,8 @@ def _summary_body(summary: JobSummary) -> dict[str, Any]:
 
 @routes.get("/api/jobs")
 async def list_jobs(request: web.Request) -> web.Response:
-    settings = request.app[keys.SETTINGS]
     query = _list_query_schema.load(dict(request.query))
-    limit = min(query.get("limit", settings.default_page_size), settings.max_page_size)
+    limit = page_limit(request, query.get("limit"))
     status = JobStatus(query["status"]) if "status" in query else None
     summaries = await request.app[keys.JOB_MANAGER].recent(limit, status)
     body = {"jobs": [_summary_body(summary) for summary in summaries]}
@@ -69,9 +68,7 @@ async def list_jobs(request: web.Request) -> web.Response:
 
 @routes.get("/api/jobs/{job_id}/results")
 async def job_results(request: web.Request) -> web.StreamResponse:
-    job_id = parse_job_id(request.match_info["job_id"])
-    if job_id is None:
-        raise BadRequest("job id must be a positive integer")
+    job_id = path_job_id(request)
     settings = request.app[keys.SETTINGS]
     query = _results_query_schema.load(dict(request.query))
     manager = request.app[keys.JOB_MANAGER]
@@ -84,7 +81,7 @@ async def job_results(request: web.Request) -> web.StreamResponse:
             limit=query.get("limit"),
             chunk_rows=settings.export_chunk_rows,
         )
-    limit = min(query.get("limit", settings.default_page_size), settings.max_page_size)
+    limit = page_limit(request, query.get("limit"))
     found = await manager.rows(job_id, query["offset"], limit)
     if found is None:
         raise NotFound(f"job {job_id} not found")

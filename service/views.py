@@ -21,7 +21,7 @@ from service.schemas import (
     parse_job_id,
 )
 
-__all__ = ["routes"]
+__all__ = ["page_limit", "path_job_id", "routes"]
 
 routes = web.RouteTableDef()
 
@@ -96,14 +96,25 @@ def _store_errors(summary: JobSummary) -> list[dict[str, str]]:
     return [{"store_id": e.store_id, "error": e.error} for e in summary.errors]
 
 
-@routes.get("/api/jobs/{job_id}")
-async def job_detail(request: web.Request) -> web.Response:
+def path_job_id(request: web.Request) -> int:
+    """The ``{job_id}`` of a job route; 400 when it is not a positive integer."""
     job_id = parse_job_id(request.match_info["job_id"])
     if job_id is None:
         raise BadRequest("job id must be a positive integer")
+    return job_id
+
+
+def page_limit(request: web.Request, requested: int | None) -> int:
+    """A page size: the default when none was asked for, never above the maximum."""
     settings = request.app[keys.SETTINGS]
+    return min(requested or settings.default_page_size, settings.max_page_size)
+
+
+@routes.get("/api/jobs/{job_id}")
+async def job_detail(request: web.Request) -> web.Response:
+    job_id = path_job_id(request)
     page = _page_query_schema.load(dict(request.query))
-    limit = min(page.get("limit", settings.default_page_size), settings.max_page_size)
+    limit = page_limit(request, page.get("limit"))
     found = await request.app[keys.JOB_MANAGER].rows(job_id, page["offset"], limit)
     if found is None:
         raise NotFound(f"job {job_id} not found")
