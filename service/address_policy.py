@@ -11,6 +11,7 @@ hop to check the scheme, ``allowed_hosts`` and numeric host spellings.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import socket
@@ -175,11 +176,21 @@ class AddressPolicy:
 
     def check_host(self, host: str) -> None:
         """Check a URL's host before connecting: the allow-list, then IP spellings."""
-        if not self.host_allowed(host):
-            raise DestinationNotAllowed(HOST_NOT_ALLOWED, host)
-        address = host_address(host)
-        if address is not None:
-            self.check_address(address)
+        refusal = _host_refusal(self, host)
+        if refusal is not None:
+            raise DestinationNotAllowed(*refusal)
+
+
+# The verdict depends on the host text alone (no DNS), and a job's thousands of
+# URLs share a handful of hosts: this runs on every hop of every download.
+@functools.lru_cache(maxsize=4096)
+def _host_refusal(policy: AddressPolicy, host: str) -> tuple[str, object] | None:
+    if not policy.host_allowed(host):
+        return HOST_NOT_ALLOWED, host
+    address = host_address(host)
+    if address is not None and not policy.address_allowed(address):
+        return ADDRESS_NOT_ALLOWED, address
+    return None
 
 
 class GuardedResolver(AbstractResolver):
