@@ -12,6 +12,7 @@ import logging
 import socket
 
 import aiohttp
+from aiohttp import hdrs
 from yarl import URL
 
 from service.address_policy import (
@@ -103,6 +104,9 @@ def create_client_session(
         timeout=timeout,
         headers={"User-Agent": "retail-pulse/0.1", "Accept": "image/*"},
         raise_for_status=False,
+        # One session serves every job: a cookie one image host sets must not
+        # ride along on later downloads for other clients.
+        cookie_jar=aiohttp.DummyCookieJar(),
         middlewares=(destination_guard(policy),),
     )
 
@@ -152,14 +156,16 @@ class Downloader:
     async def try_fetch(self, url: str, attempt: int = 1) -> bytes:
         """Attempt number ``attempt``: the bytes, ``RetryLater`` or a final ``FetchError``."""
         try:
-            host = (URL(url).host or "").lower()
+            # Parsed once here and handed to aiohttp as is, which then skips its own parse.
+            target = URL(url)
+            host = (target.host or "").lower()
         except (ValueError, UnicodeError) as exc:
             raise FetchError(f"invalid URL: {exc}") from None
         if not self._breaker.allow(host):
             raise FetchError(CIRCUIT_OPEN)
         settled = False
         try:
-            data = await self._attempt(url)
+            data = await self._attempt(target)
             self._breaker.record_success(host)
             settled = True
             return data
@@ -178,7 +184,7 @@ class Downloader:
             if not settled:
                 self._breaker.release(host)
 
-    async def _attempt(self, url: str) -> bytes:
+    async def _attempt(self, url: URL) -> bytes:
         try:
             async with self._session.get(
                 url,
@@ -196,6 +202,11 @@ class Downloader:
                 declared = response.content_length
                 if declared is not None and declared > self._max_bytes:
                     raise FetchError(f"image larger than {self._max_bytes} bytes")
+                if declared is not None and _uncompressed(response):
+                    # aiohttp ends a plain body at its Content-Length, so the cap holds
+                    # and one read() saves a loop turn per chunk. A compressed body is
+                    # streamed: its decompressed size is what the cap is about.
+                    return await response.read()
                 return await self._read_capped(response)
         except (FetchError, _Transient):
             raise
@@ -215,6 +226,11 @@ class Downloader:
                 raise FetchError(f"image larger than {self._max_bytes} bytes")
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+def _uncompressed(response: aiohttp.ClientResponse) -> bool:
+    encoding = response.headers.get(hdrs.CONTENT_ENCODING, "").strip().lower()
+    return encoding in ("", "identity")
 
 
 def _refusal(exc: BaseException) -> DestinationNotAllowed | None:

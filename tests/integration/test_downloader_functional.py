@@ -8,6 +8,7 @@ from email.utils import formatdate
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from service.circuit_breaker import CircuitBreaker, CircuitState
 from service.config import Settings
@@ -87,6 +88,45 @@ async def test_body_at_the_cap_is_accepted(
     downloader = make_downloader(max_image_bytes=200_000)
     for mode in ("close", "chunked", "length"):
         assert len(await downloader.fetch(fault_host.url(f"/stream/{mode}/200000"))) == 200_000
+
+
+async def test_byte_cap_holds_on_the_decompressed_size_of_a_gzip_body(
+    make_downloader: MakeDownloader, fault_host: FaultHost
+) -> None:
+    # 50 MB of zeros is about 50 kB gzipped: the Content-Length alone says nothing.
+    downloader = make_downloader(max_image_bytes=1_000_000)
+    assert await failure(downloader, fault_host.url("/gzip/50000000")) == (
+        "image larger than 1000000 bytes"
+    )
+
+
+async def test_gzip_body_under_the_cap_arrives_decompressed(
+    make_downloader: MakeDownloader, fault_host: FaultHost
+) -> None:
+    downloader = make_downloader(max_image_bytes=1_000_000)
+    assert await downloader.fetch(fault_host.url("/gzip/300000")) == bytes(300_000)
+
+
+async def test_cookies_an_image_host_sets_are_never_sent_back(
+    make_downloader: MakeDownloader, aiohttp_server: Callable[..., Any]
+) -> None:
+    seen_cookies: list[str | None] = []
+
+    async def image(request: web.Request) -> web.Response:
+        seen_cookies.append(request.headers.get("Cookie"))
+        response = web.Response(body=b"image bytes", content_type="image/png")
+        response.set_cookie("session", "client-a-secret")
+        return response
+
+    app = web.Application()
+    app.router.add_get("/{name}", image)
+    server = await aiohttp_server(app)
+    downloader = make_downloader()
+    # By name: aiohttp's default jar already ignores cookies from IP-address hosts.
+    base = f"http://localhost:{server.port}"
+    for name in ("first.png", "second.png"):
+        assert await downloader.fetch(f"{base}/{name}") == b"image bytes"
+    assert seen_cookies == [None, None]
 
 
 # -- timeouts ------------------------------------------------------------------

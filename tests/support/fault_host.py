@@ -17,6 +17,7 @@ back-pressure, never held in memory). Paths:
   /ftp                      redirects to an ftp:// URL
   /bomb                     a 30000x30000 PNG of 100 bytes (a decompression bomb header)
   /redirect-to?url=<u>      redirects to u
+  /gzip/<n>                 n zero bytes, sent gzip-compressed with a (small) Content-Length
 Each request's path is appended to ``requests``; ``sent[path]`` counts body bytes sent.
 """
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import socket
 import struct
 import zlib
@@ -150,6 +152,10 @@ class FaultHost:
             await self._respond(writer, path, 302, b"", extra={"Location": location})
         elif kind == "bomb":
             await self._respond(writer, path, 200, png_bomb(), "image/png")
+        elif kind == "gzip":
+            body = gzip.compress(bytes(int(segments[1])))
+            extra = {"Content-Encoding": "gzip"}
+            await self._respond(writer, path, 200, body, "image/jpeg", extra=extra)
         elif kind == "redirect-to":
             location = parse_qs(parts.query)["url"][0]
             await self._respond(writer, path, 302, b"", extra={"Location": location})
