@@ -3,15 +3,19 @@
 A fixed set of ``max_in_flight`` worker coroutines pulls images from a fair
 queue that takes turns between jobs, so a small job is not stuck behind a big
 one. The GPU wait is a timer, not a task: it holds no worker, no pool process
-and no image bytes. So is the backoff before a download retry: the image goes
-back to the queue, ahead of new work, when its timer fires. Settled images are
-handed back to the job manager in batches, once per event-loop turn.
+and no image bytes. Waits end on a 10 ms grid (never outside the configured
+range), so the images due at one tick share a timer and settle as one batch
+instead of one timer and one job-manager message each. The backoff before a
+download retry is a timer too: the image goes back to the queue, ahead of new
+work, when it fires. Settled images are handed back to the job manager in
+batches, once per event-loop turn.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -24,9 +28,11 @@ from service.imaging import MeasureFailure, Measurement
 from service.jobs import ImageOutcome
 from service.typedefs import ImageWork, SettleCallback
 
-__all__ = ["FairQueue", "Pipeline"]
+__all__ = ["GPU_WAIT_TICK", "FairQueue", "Pipeline", "gpu_wait_ends"]
 
 log = logging.getLogger(__name__)
+
+GPU_WAIT_TICK = 0.01  # seconds; the grid GPU waits end on
 
 
 class Fetcher(Protocol):
@@ -47,6 +53,10 @@ class _JobWork:
     on_settled: SettleCallback
     settled: list[tuple[int, ImageOutcome]] = field(default_factory=list)
     cancelled: bool = False
+
+
+# An image past the pool, waiting out its GPU time: its job, index and outcome.
+_Settled = tuple[_JobWork, int, ImageOutcome]
 
 
 class FairQueue:
@@ -106,6 +116,11 @@ class FairQueue:
             await self._wakeup.wait()
 
 
+def gpu_wait_ends(now: float, delay: float, longest: float) -> float:
+    """When a wait of ``delay`` from ``now`` ends: on the next tick, never past ``longest``."""
+    return min(math.ceil((now + delay) / GPU_WAIT_TICK) * GPU_WAIT_TICK, now + longest)
+
+
 class Pipeline:
     def __init__(
         self,
@@ -122,6 +137,8 @@ class Pipeline:
         self._queue = FairQueue()
         self._workers: list[asyncio.Task[None]] = []
         self._timers: set[asyncio.TimerHandle] = set()
+        # Loop time a GPU wait ends -> its timer and the images it releases.
+        self._gpu_waits: dict[float, tuple[asyncio.TimerHandle, list[_Settled]]] = {}
         self._to_flush: dict[int, _JobWork] = {}
         self._flush_scheduled = False
         self._backing_off = 0
@@ -148,6 +165,9 @@ class Pipeline:
         for timer in self._timers:
             timer.cancel()
         self._timers.clear()
+        for timer, _ in self._gpu_waits.values():
+            timer.cancel()
+        self._gpu_waits.clear()
 
     # -- WorkSink, called by the job manager ----------------------------------
 
@@ -216,19 +236,23 @@ class Pipeline:
         self._timers.add(timer)
 
     def _after_gpu_delay(self, work: _JobWork, index: int, outcome: ImageOutcome) -> None:
-        delay = self._rng.uniform(*self._delay_range)
+        low, high = self._delay_range
+        delay = self._rng.uniform(low, high)
         if delay <= 0:
             self._settle(work, index, outcome)
             return
         loop = asyncio.get_running_loop()
-        timer: asyncio.TimerHandle
+        ends = gpu_wait_ends(loop.time(), delay, high)
+        waiting = self._gpu_waits.get(ends)
+        if waiting is None:
+            timer = loop.call_at(ends, self._gpu_wait_over, ends)
+            waiting = self._gpu_waits[ends] = (timer, [])
+        waiting[1].append((work, index, outcome))
 
-        def fire() -> None:
-            self._timers.discard(timer)
+    def _gpu_wait_over(self, ends: float) -> None:
+        _, images = self._gpu_waits.pop(ends)
+        for work, index, outcome in images:
             self._settle(work, index, outcome)
-
-        timer = loop.call_later(delay, fire)
-        self._timers.add(timer)
 
     def _settle(self, work: _JobWork, index: int, outcome: ImageOutcome) -> None:
         work.settled.append((index, outcome))
