@@ -35,6 +35,8 @@ def test_bench_runs_end_to_end_at_toy_scale() -> None:
     run = report["service"]["header_delay0"]["w1"]["runs"][0]
     assert run["images"] == 20
     assert run["images_per_s"] > 0
+    # Wall ends at the job's finished_at, which the poll that saw it can only follow.
+    assert 0 < run["wall_s"] <= run["observed_wall_s"] + 0.01
     assert run["status_requests"] >= 1
     assert run["peak_rss_mb"] > 0
     assert run["peak_processes"] >= 3  # the service, its forkserver and a pool worker
