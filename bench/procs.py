@@ -115,12 +115,15 @@ class RssSampler:
 
 
 class ServiceProcess:
-    """``python -m service`` from the working tree on a free loopback port."""
+    """``python -m service`` from the working tree (or ``repo``) on a free loopback port."""
 
-    def __init__(self, env: Mapping[str, str], stores: Path, log_path: Path) -> None:
+    def __init__(
+        self, env: Mapping[str, str], stores: Path, log_path: Path, repo: Path = REPO
+    ) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        self._env = {**os.environ, **env, "PYTHONPATH": str(REPO)}
+        self._repo = repo
+        self._env = {**os.environ, **env, "PYTHONPATH": str(repo)}
         self._command = [
             sys.executable,
             "-m",
@@ -139,7 +142,7 @@ class ServiceProcess:
         with self._log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 self._command,
-                cwd=REPO,
+                cwd=self._repo,
                 env=self._env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,

@@ -44,3 +44,24 @@ def test_bench_runs_end_to_end_at_toy_scale() -> None:
     assert report["reference"]["w1"]["header"]["runs"][0]["images"] == 20
     figures = {check["figure"] for check in report["targets"]}
     assert "W1 header delay0, ratio to reference" in figures
+
+
+@pytest.mark.slow
+def test_compare_runs_each_tree_at_toy_scale() -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("RP_")}
+    tree = str(REPO_ROOT)
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.compare", "header_delay0", "w1", tree, tree]
+        + ["--repeats", "1", "--scale", "0.01"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    # One run per tree per repeat, then one summary line per tree.
+    assert result.stderr.count(f"r0 {tree}: ratio ") == 2
+    assert result.stdout.startswith(f"{tree}: ratio ")
+    assert "status p99" in result.stdout
