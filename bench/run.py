@@ -319,7 +319,7 @@ def _check_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--repeats", type=int, default=3, help="runs of each figure (median)")
+    parser.add_argument("--repeats", type=int, default=5, help="runs of each figure (median)")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply image counts")
     parser.add_argument("--host", choices=("auto", "aiohttp"), default="auto")
     parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated")

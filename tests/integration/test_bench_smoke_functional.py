@@ -50,9 +50,9 @@ def test_bench_runs_end_to_end_at_toy_scale() -> None:
 def test_compare_runs_each_tree_at_toy_scale() -> None:
     env = {key: value for key, value in os.environ.items() if not key.startswith("RP_")}
     tree = str(REPO_ROOT)
+    toy = ["--repeats", "1", "--scale", "0.01"]
     result = subprocess.run(
-        [sys.executable, "-m", "bench.compare", "header_delay0", "w1", tree, tree]
-        + ["--repeats", "1", "--scale", "0.01"],
+        [sys.executable, "-m", "bench.compare", "header_delay0", "w1", tree, tree, *toy],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,
