@@ -237,7 +237,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             os.environ,
             {"host": args.host, "port": args.port, "stores": args.stores},
         )
-        configure_logging(settings.log_level, settings.log_format)
+        configure_logging(
+            settings.log_level, settings.log_format, queue_limit=settings.log_queue_limit
+        )
         app = create_app(settings)
         loop_factory = event_loop_factory(settings.event_loop)
     except (ConfigError, StoreMasterError) as exc:

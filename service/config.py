@@ -65,6 +65,7 @@ class Settings:
     stores: str = _setting("stores.csv")
     log_level: str = _setting("info", _one_of("debug", "info", "warning", "error"))
     log_format: str = _setting("json", _one_of("json", "text"))
+    log_queue_limit: int = _setting(10_000, _positive)
     ready_timeout: float = _setting(2.0, _positive)
     ready_stall_timeout: float = _setting(60.0, _positive)
     event_loop: str = _setting("auto", _one_of("auto", "asyncio", "uvloop"))

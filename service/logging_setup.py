@@ -85,9 +85,30 @@ class AccessLogger(AbstractAccessLogger):
         )
 
 
-class _KeepRecordQueueHandler(logging.handlers.QueueHandler):
+class _BoundedQueueHandler(logging.handlers.QueueHandler):
     """Queues the record itself, message arguments merged, so the extras survive
-    and the listener thread does the formatting and the writing."""
+    and the listener thread does the formatting and the writing.
+
+    At most ``limit`` records wait: past that (stderr blocked by a stalled log
+    shipper) records are dropped and counted rather than held in memory, and a
+    warning with the count goes out ahead of the first record that fits again.
+    ``emit`` runs under the handler's lock, so the count needs no other.
+    """
+
+    def __init__(self, records: queue.SimpleQueue[logging.LogRecord], limit: int) -> None:
+        super().__init__(records)
+        self._records = records
+        self._limit = limit
+        self._dropped = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._records.qsize() >= self._limit:
+            self._dropped += 1
+            return
+        if self._dropped:
+            self.enqueue(_drop_notice(self._dropped))
+            self._dropped = 0
+        super().emit(record)
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
         message = record.getMessage()
@@ -97,14 +118,34 @@ class _KeepRecordQueueHandler(logging.handlers.QueueHandler):
         return record
 
 
+def _drop_notice(dropped: int) -> logging.LogRecord:
+    notice = logging.LogRecord(
+        __name__,
+        logging.WARNING,
+        __file__,
+        0,
+        "dropped %d log records: the log writer fell behind",
+        (dropped,),
+        None,
+    )
+    notice.dropped_records = dropped
+    return notice
+
+
 _listener: logging.handlers.QueueListener | None = None
 
 
-def configure_logging(level: str, fmt: str = "json", stream: IO[str] | None = None) -> None:
+def configure_logging(
+    level: str,
+    fmt: str = "json",
+    stream: IO[str] | None = None,
+    queue_limit: int = 10_000,
+) -> None:
     """Send every logger's records to ``stream`` (stderr) in ``fmt``, from a writer thread.
 
     Writing to a pipe can block, and the event loop must not: the loop only
-    queues records, and a listener thread formats and writes them.
+    queues records (at most ``queue_limit`` waiting), and a listener thread
+    formats and writes them.
     """
     global _listener  # noqa: PLW0603 - the process has one logging setup
     stop_logging()
@@ -114,7 +155,7 @@ def configure_logging(level: str, fmt: str = "json", stream: IO[str] | None = No
     root = logging.getLogger()
     for existing in list(root.handlers):
         root.removeHandler(existing)
-    root.addHandler(_KeepRecordQueueHandler(records))
+    root.addHandler(_BoundedQueueHandler(records, queue_limit))
     root.setLevel(level.upper())
     _listener = logging.handlers.QueueListener(records, handler)
     _listener.start()

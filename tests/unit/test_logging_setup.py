@@ -6,6 +6,8 @@ import io
 import json
 import logging
 import sys
+import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -85,3 +87,50 @@ def test_configure_logging_writes_at_the_configured_level(fmt: str) -> None:
         assert (entry["message"], entry["job_id"], entry["level"]) == ("loud 2", 3, "warning")
     else:
         assert lines[0].endswith("WARNING service.x: loud 2 job_id=3")
+
+
+class BlockedStream:
+    """A stderr whose reader stalls until ``release``: writes wait, lines are kept."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self._open = threading.Event()
+
+    def write(self, text: str) -> int:
+        assert self._open.wait(timeout=30), "the stream was never released"
+        self.lines.extend(text.splitlines())
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def release(self) -> None:
+        self._open.set()
+
+
+@pytest.mark.usefixtures("restore_root_logging")
+def test_a_blocked_log_stream_drops_records_past_the_limit_and_says_how_many() -> None:
+    stream = BlockedStream()
+    configure_logging("info", "json", stream, queue_limit=5)  # type: ignore[arg-type]
+    log = logging.getLogger("service.x")
+    for number in range(100):
+        log.info("record %d", number)  # must return at once: the writer is stuck
+    stream.release()
+    records = logging.getLogger().handlers[0].queue  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 10
+    while records.qsize():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    log.warning("after")
+    stop_logging()
+    entries = [json.loads(line) for line in stream.lines]
+    written = [entry for entry in entries if entry["message"].startswith("record ")]
+    # At most the limit queued plus the one the writer held when the stream blocked.
+    assert len(written) <= 6
+    notice = entries[-2]
+    assert (
+        notice["message"] == f"dropped {100 - len(written)} log records: the log writer fell behind"
+    )
+    assert notice["dropped_records"] == 100 - len(written)
+    assert notice["level"] == "warning"
+    assert entries[-1]["message"] == "after"
