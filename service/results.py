@@ -14,6 +14,7 @@ from service import keys
 from service.errors import ApiError, NotFound
 from service.job_manager import JobManager
 from service.jobs import JobStatus, JobSummary
+from service.json_body import json_response
 from service.schemas import (
     JobListQuerySchema,
     JobListSchema,
@@ -63,7 +64,7 @@ async def list_jobs(request: web.Request) -> web.Response:
     status = JobStatus(query["status"]) if "status" in query else None
     summaries = await request.app[keys.JOB_MANAGER].recent(limit, status)
     body = {"jobs": [_summary_body(summary) for summary in summaries]}
-    return web.json_response(_list_schema.dump(body))
+    return json_response(_list_schema.dump(body))
 
 
 @routes.get("/api/jobs/{job_id}/results")
@@ -94,7 +95,7 @@ async def job_results(request: web.Request) -> web.StreamResponse:
         "limit": limit,
         "results": rows,
     }
-    return web.json_response(_results_page_schema.dump(body))
+    return json_response(_results_page_schema.dump(body))
 
 
 # One CSV row per ImageRow, cells in column order; the csv module writes None as "".
