@@ -21,9 +21,9 @@ from typing import Any, TypeVar
 from service.errors import ServiceUnavailable
 from service.job_store import JobStore
 from service.jobs import (
-    UNKNOWN_STORE_REASON,
     ImageOutcome,
     ImageRow,
+    Job,
     JobStatus,
     JobSummary,
     Visit,
@@ -269,23 +269,17 @@ class JobManager:
         # Checked inside the actor, so concurrent submits cannot all slip under the cap.
         self._admit(visits)
         stores = tuple(self._store_master.get(visit.store_id) for visit in visits)
+        # An unknown store's images are failed by the job itself as it is created.
         job = self._jobs.create(visits, stores)
-        self._add_pending(job.total)
+        self._add_pending(job.total - job.done)
         log.info(
             "job created",
             extra={"job_id": job.job_id, "visits": len(visits), "images": job.total},
         )
         self._notify(lambda observer: observer.job_created(job))
-        unknown_store = ImageOutcome.failed(UNKNOWN_STORE_REASON)  # immutable: one for all
-        unknown = [
-            (job.visit_starts[position] + offset, unknown_store)
-            for position, store in enumerate(stores)
-            if store is None
-            for offset in range(len(visits[position].image_urls))
-        ]
-        if unknown:
-            self._record(job.job_id, unknown)
-        if not job.all_settled:
+        if job.all_settled:
+            self._finish(job)
+        else:
             pending = job.total - job.done
             self._work.enqueue(job.job_id, job.pending_images(), pending, self.settle)
         return job.job_id
@@ -300,19 +294,21 @@ class JobManager:
             return
         self._add_pending(done_before - job.done)
         self._notify(lambda observer: observer.images_settled(job, settled))
-        if not job.all_settled:
-            return
-        status = self._jobs.finish(job_id, datetime.now(UTC))
+        if job.all_settled:
+            self._finish(job)
+
+    def _finish(self, job: Job) -> None:
+        status = self._jobs.finish(job.job_id, datetime.now(UTC))
         log.info(
             "job finished",
             extra={
-                "job_id": job_id,
+                "job_id": job.job_id,
                 "status": status.value if status else None,
                 "images": job.total,
                 "failed_images": job.failed,
             },
         )
-        summary = self._jobs.summary(job_id)
+        summary = self._jobs.summary(job.job_id)
         if summary is not None:
             self._notify(lambda observer: observer.job_finished(summary))
 

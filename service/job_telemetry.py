@@ -25,12 +25,28 @@ class JobTelemetry:
 
     def job_created(self, job: Job) -> None:
         self._metrics.jobs_submitted.inc()
+        # An unknown store's images fail as the job is created, never fetched: one
+        # line per store, not per image.
+        unknown = job.unknown_store_images()
+        for store_id, images in unknown.items():
+            log.info(
+                "images of an unknown store failed",
+                extra={
+                    "job_id": job.job_id,
+                    "store_id": store_id,
+                    "images": images,
+                    "reason": UNKNOWN_STORE_REASON,
+                    "category": "unknown_store",
+                },
+            )
+        failed = sum(unknown.values())
+        if failed:
+            self._metrics.images_processed.labels("failed").inc(failed)
+            self._metrics.image_failures.labels("unknown_store").inc(failed)
 
     def images_settled(self, job: Job, settled: Sequence[tuple[int, ImageOutcome]]) -> None:
         measured = 0
         failures: dict[str, int] = {}
-        # Images of an unknown store were never fetched: one line per store, not per image.
-        unknown_stores: dict[str, int] = {}
         for index, outcome in settled:
             if job.outcomes[index] is not outcome:
                 continue  # a repeated report the job ignored
@@ -41,9 +57,6 @@ class JobTelemetry:
             failures[category] = failures.get(category, 0) + 1
             visit_index = job.visit_at(index)
             visit = job.visits[visit_index]
-            if outcome.error == UNKNOWN_STORE_REASON:
-                unknown_stores[visit.store_id] = unknown_stores.get(visit.store_id, 0) + 1
-                continue
             log.info(
                 "image failed",
                 extra={
@@ -52,17 +65,6 @@ class JobTelemetry:
                     "url": visit.image_urls[index - job.visit_starts[visit_index]],
                     "reason": outcome.error,
                     "category": category,
-                },
-            )
-        for store_id, images in unknown_stores.items():
-            log.info(
-                "images of an unknown store failed",
-                extra={
-                    "job_id": job.job_id,
-                    "store_id": store_id,
-                    "images": images,
-                    "reason": UNKNOWN_STORE_REASON,
-                    "category": "unknown_store",
                 },
             )
         if measured:

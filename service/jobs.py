@@ -104,6 +104,10 @@ class ImageRow:
     error: str | None
 
 
+# Immutable, so one instance serves every image of every unknown store.
+_UNKNOWN_STORE = ImageOutcome.failed(UNKNOWN_STORE_REASON)
+
+
 @dataclass(slots=True)
 class _StoreFailure:
     first_reason: str
@@ -134,21 +138,46 @@ class Job:
         cls, job_id: int, visits: tuple[Visit, ...], stores: tuple[Store | None, ...]
     ) -> Job:
         starts: list[int] = []
-        total = 0
+        outcomes: list[ImageOutcome | None] = []
         order: dict[str, int] = {}
-        for position, visit in enumerate(visits):
-            starts.append(total)
-            total += len(visit.image_urls)
+        unknown: dict[str, _StoreFailure] = {}
+        for position, (visit, store) in enumerate(zip(visits, stores, strict=True)):
+            starts.append(len(outcomes))
             order.setdefault(visit.store_id, position)
+            count = len(visit.image_urls)
+            if store is not None:
+                outcomes += [None] * count
+                continue
+            # Never fetched: an unknown store's images fail as the job is created,
+            # in bulk (a submit can carry 100,000 of them).
+            outcomes += [_UNKNOWN_STORE] * count
+            failure = unknown.get(visit.store_id)
+            if failure is None:
+                reason = f"store_id {visit.store_id!r} not found in store master"
+                unknown[visit.store_id] = _StoreFailure(reason, True, starts[-1], count)
+            else:
+                failure.images += count
+        failed = sum(failure.images for failure in unknown.values())
         return cls(
             job_id=job_id,
             visits=visits,
             stores=stores,
             created_at=datetime.now(UTC),
-            outcomes=[None] * total,
+            done=failed,
+            failed=failed,
+            outcomes=outcomes,
             visit_starts=starts,
+            _store_failures=unknown,
             _store_order=order,
         )
+
+    def unknown_store_images(self) -> dict[str, int]:
+        """Store id -> images failed for an unknown store (all of them, from creation)."""
+        return {
+            store_id: failure.images
+            for store_id, failure in self._store_failures.items()
+            if failure.unknown_store
+        }
 
     @property
     def total(self) -> int:
@@ -179,14 +208,10 @@ class Job:
         # Report the store's first failing image in submission order, whatever
         # order the downloads happened to finish in.
         if failure is None or index < failure.first_index:
-            unknown_store = outcome.error == UNKNOWN_STORE_REASON
-            if unknown_store:
-                reason = f"store_id {visit.store_id!r} not found in store master"
-            else:
-                url = visit.image_urls[index - self.visit_starts[visit_index]]
-                reason = f"image {url} failed: {outcome.error}"
+            url = visit.image_urls[index - self.visit_starts[visit_index]]
+            reason = f"image {url} failed: {outcome.error}"
             images = failure.images if failure else 0
-            failure = _StoreFailure(reason, unknown_store, index, images)
+            failure = _StoreFailure(reason, False, index, images)
             self._store_failures[visit.store_id] = failure
         failure.images += 1
 

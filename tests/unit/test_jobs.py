@@ -37,6 +37,27 @@ def test_unknown_store_images_are_not_pending() -> None:
     assert list(job.pending_images()) == [(0, "a")]
 
 
+def test_unknown_store_images_fail_as_the_job_is_created() -> None:
+    visits = (
+        Visit("X", "t", ("x-a", "x-b")),
+        Visit("S1", "t", ("s1-a",)),
+        Visit("Y", "t", ("y-a",)),
+        Visit("X", "t", ("x-c",)),
+    )
+    job = Job.create(1, visits, (None, KNOWN, None, None))
+    assert (job.total, job.done, job.failed) == (5, 4, 4)
+    assert job.unknown_store_images() == {"X": 3, "Y": 1}
+    unknown = ImageOutcome.failed(UNKNOWN_STORE_REASON)
+    assert job.outcomes == [unknown, unknown, None, unknown, unknown]
+    job.record(2, ImageOutcome.measured(2, 2))
+    assert job.all_settled
+    job.finish(datetime.now(UTC))
+    assert job.summary().errors == (
+        StoreError("X", "store_id 'X' not found in store master"),
+        StoreError("Y", "store_id 'Y' not found in store master"),
+    )
+
+
 def test_completed_when_all_settled_without_failures() -> None:
     job = make_job(Visit("S1", "t", ("a", "b")))
     job.record(0, ImageOutcome.measured(4, 3))
@@ -72,10 +93,10 @@ def test_errors_name_each_failed_store_once_in_submission_order() -> None:
         Visit("S1", "t", ("s1-c",)),
     )
     job = Job.create(1, visits, (KNOWN, KNOWN, None, KNOWN))
-    # Settle out of order: S1's later image fails first.
+    # Settle out of order: S1's later image fails first. S3's image (index 3) failed
+    # as the job was created.
     job.record(4, ImageOutcome.failed("HTTP 404"))
     job.record(2, ImageOutcome.measured(1, 1))
-    job.record(3, ImageOutcome.failed(UNKNOWN_STORE_REASON))
     job.record(1, ImageOutcome.failed("timed out"))
     job.record(0, ImageOutcome.measured(1, 1))
     job.finish(datetime.now(UTC))
