@@ -164,7 +164,9 @@ def _operations(settings: Settings) -> dict[str, dict[str, Any]]:
                 "summary": "A job's per-image results: a JSON page, or every row as CSV",
                 "description": "`format=csv` streams the rows from `offset` (to the end, or "
                 "`limit` rows) with columns store_id, store_name, area_code, visit_time, url, "
-                "width, height, perimeter, error. JSON pages are capped at "
+                "width, height, perimeter, error. A text cell starting with `=`, `+`, `-`, "
+                "`@`, a tab or a carriage return is prefixed with `'` in the CSV only, so "
+                "spreadsheets show it as text, not a formula. JSON pages are capped at "
                 f"{settings.max_page_size} rows.",
                 "operationId": "jobResults",
                 "parameters": [_JOB_ID, {"in": "query", "schema": ResultsQuerySchema}],

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -14,7 +15,7 @@ from aiohttp.test_utils import TestClient
 
 from service import keys
 from service.config import Settings
-from service.results import CSV_COLUMNS
+from service.results import CSV_COLUMNS, FORMULA_PREFIXES
 from tests.support.image_host import ImageHost
 from tests.support.polling import wait_for_status
 
@@ -107,6 +108,99 @@ async def test_csv_export_has_every_row_quoted_correctly(
         "",
         "store not found in store master",
     ]
+
+
+# A store master as a careless or hostile editor might leave it: names and an
+# area code that a spreadsheet would run as formulas.
+HOSTILE_STORES = [
+    ("AreaCode", "StoreName", "StoreID"),
+    ("7100021", '=HYPERLINK("http://evil.test","open")', "EQ1"),
+    ("7100022", "+1+2", "PLUS1"),
+    ("-7100023", "-3+4", "MINUS1"),
+    ("7100024", "@SUM(A1:A9)", "AT1"),
+    ("7100025", "O'NEIL & SONS, a=b", "SAFE1"),
+]
+
+
+def write_store_master(path: Path, rows: list[tuple[str, str, str]]) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows(rows)
+    return path
+
+
+async def test_csv_export_quotes_cells_a_spreadsheet_would_run_as_formulas(
+    make_client: Callable[..., Any],
+    make_settings: Callable[..., Settings],
+    image_host: ImageHost,
+    tmp_path: Path,
+) -> None:
+    stores = write_store_master(tmp_path / "hostile-stores.csv", HOSTILE_STORES)
+    # Two rows per chunk, so the escaping runs across chunk boundaries too.
+    client = await make_client(make_settings(stores=str(stores), export_chunk_rows=2))
+    urls = [image_host.url(f"/img/{n}x{n + 1}.png") for n in range(1, 6)]
+    # Visit times that are not ISO 8601 are kept verbatim, tab and CR included;
+    # an unknown store id comes back as sent.
+    visits = [
+        {"store_id": "EQ1", "image_url": [urls[0]], "visit_time": "2026-01-02T03:04:05Z"},
+        {"store_id": "PLUS1", "image_url": [urls[1]], "visit_time": "\tTAB"},
+        {"store_id": "MINUS1", "image_url": [urls[2]], "visit_time": "\rCR"},
+        {"store_id": "AT1", "image_url": [urls[3]], "visit_time": "=NOW()"},
+        {"store_id": "SAFE1", "image_url": [urls[4]], "visit_time": "visit 1-2 @noon"},
+        {
+            "store_id": "=cmd|' /C calc'!A0",
+            "image_url": ["http://gone.test/a.jpg"],
+            "visit_time": "-1",
+        },
+    ]
+    job_id = await submit(client, visits)
+    await wait_for_status(client, job_id)
+    response = await client.get(f"/api/jobs/{job_id}/results", params={"format": "csv"})
+    assert response.status == 200
+    rows = parse_csv(await response.text())
+    assert rows[0] == list(CSV_COLUMNS)
+    assert rows[1:] == [
+        [
+            "EQ1",
+            """'=HYPERLINK("http://evil.test","open")""",
+            "7100021",
+            "2026-01-02T03:04:05Z",
+            urls[0],
+            "1",
+            "2",
+            "6",
+            "",
+        ],
+        ["PLUS1", "'+1+2", "7100022", "'\tTAB", urls[1], "2", "3", "10", ""],
+        ["MINUS1", "'-3+4", "'-7100023", "'\rCR", urls[2], "3", "4", "14", ""],
+        ["AT1", "'@SUM(A1:A9)", "7100024", "'=NOW()", urls[3], "4", "5", "18", ""],
+        ["SAFE1", "O'NEIL & SONS, a=b", "7100025", "visit 1-2 @noon", urls[4], "5", "6", "22", ""],
+        [
+            "'=cmd|' /C calc'!A0",
+            "",
+            "",
+            "'-1",
+            "http://gone.test/a.jpg",
+            "",
+            "",
+            "",
+            "store not found in store master",
+        ],
+    ]
+    assert not [cell for row in rows for cell in row if cell[:1] in FORMULA_PREFIXES]
+    # Only the CSV is escaped: JSON pages carry the values as stored.
+    page = await (await client.get(f"/api/jobs/{job_id}/results")).json()
+    results = page["results"]
+    assert [r["store_name"] for r in results] == [
+        '=HYPERLINK("http://evil.test","open")',
+        "+1+2",
+        "-3+4",
+        "@SUM(A1:A9)",
+        "O'NEIL & SONS, a=b",
+        None,
+    ]
+    assert [r["visit_time"] for r in results] == [v["visit_time"] for v in visits]
+    assert results[2]["area_code"] == "-7100023"
+    assert results[5]["store_id"] == "=cmd|' /C calc'!A0"
 
 
 async def test_csv_export_of_many_rows_matches_the_json_pages(
