@@ -22,7 +22,7 @@ from service.address_policy import (
     destination_guard,
     guarded_socket_factory,
 )
-from service.circuit_breaker import CircuitBreaker
+from service.circuit_breaker import CircuitBreaker, origin_key
 from service.config import Settings
 from service.retry import RETRYABLE_STATUSES, RetryPolicy, parse_retry_after
 
@@ -38,6 +38,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CHUNK_SIZE = 64 * 1024
+# The breaker keys on the origin, but this text stays as documented: clients match it,
+# and it names no origin, so the failure metric's reason label stays a fixed set.
 CIRCUIT_OPEN = "host unavailable (circuit open)"
 
 
@@ -60,7 +62,7 @@ class RetryLater(Exception):
 
 
 class _Transient(Exception):
-    """Internal: a failure worth retrying, which also counts against the host."""
+    """Internal: a failure worth retrying, which also counts against the origin."""
 
     def __init__(self, reason: str, retry_after: float | None = None) -> None:
         super().__init__(reason)
@@ -158,19 +160,19 @@ class Downloader:
         try:
             # Parsed once here and handed to aiohttp as is, which then skips its own parse.
             target = URL(url)
-            host = (target.host or "").lower()
+            origin = origin_key(target)
         except (ValueError, UnicodeError) as exc:
             raise FetchError(f"invalid URL: {exc}") from None
-        if not self._breaker.allow(host):
+        if not self._breaker.allow(origin):
             raise FetchError(CIRCUIT_OPEN)
         settled = False
         try:
             data = await self._attempt(target)
-            self._breaker.record_success(host)
+            self._breaker.record_success(origin)
             settled = True
             return data
         except _Transient as failure:
-            self._breaker.record_failure(host)
+            self._breaker.record_failure(origin)
             settled = True
             plural = "attempt" if attempt == 1 else "attempts"
             if not self._retry.should_retry(attempt):
@@ -182,7 +184,7 @@ class Downloader:
             raise
         finally:
             if not settled:
-                self._breaker.release(host)
+                self._breaker.release(origin)
 
     async def _attempt(self, url: URL) -> bytes:
         try:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Callable
 from email.utils import formatdate
+from io import BytesIO
 from typing import Any
 
 import pytest
 from aiohttp import web
+from PIL import Image
 
 from service.circuit_breaker import CircuitBreaker, CircuitState
 from service.config import Settings
@@ -20,7 +22,7 @@ from service.downloader import (
     create_client_session,
 )
 from tests.support.fault_host import FaultHost
-from tests.support.image_host import ImageHost
+from tests.support.image_host import ImageHost, build_image_host_app
 
 MakeDownloader = Callable[..., Downloader]
 
@@ -286,7 +288,7 @@ async def test_429_with_retry_after_succeeds_through_fetch(
 # -- circuit breaker ---------------------------------------------------------------
 
 
-async def test_circuit_opens_per_host_after_consecutive_failures(
+async def test_circuit_opens_per_origin_after_consecutive_failures(
     make_downloader: MakeDownloader, image_host: ImageHost, fault_host: FaultHost
 ) -> None:
     downloader = make_downloader(
@@ -301,9 +303,36 @@ async def test_circuit_opens_per_host_after_consecutive_failures(
     assert await failure(downloader, image_host.url("/img/4x4.png")) == CIRCUIT_OPEN
     assert len(image_host.requests) == 3
 
-    # Another host is unaffected (the breaker keys on the host name, not the port).
+    # Another host is unaffected.
     other = fault_host.url("/img").replace("127.0.0.1", "localhost")
     assert await downloader.fetch(other)
+
+
+async def test_a_failing_port_does_not_open_the_circuit_for_another_port_on_the_same_host(
+    make_downloader: MakeDownloader, image_host: ImageHost, aiohttp_server: Callable[..., Any]
+) -> None:
+    dead_requests: list[str] = []
+    dead = await aiohttp_server(build_image_host_app(dead_requests))
+    assert dead.host == image_host.server.host == "127.0.0.1"
+    assert dead.port != image_host.server.port
+    downloader = make_downloader(
+        retry_attempts=1, circuit_breaker_threshold=3, circuit_breaker_cool_down=300.0
+    )
+    failing = f"http://127.0.0.1:{dead.port}/status/503"
+    for _ in range(3):
+        assert await failure(downloader, failing) == "HTTP 503 after 1 attempt"
+    assert await failure(downloader, failing) == CIRCUIT_OPEN
+    assert len(dead_requests) == 3
+
+    # Same host, other port: a different origin, still fetched from the server.
+    for _ in range(3):
+        data = await downloader.fetch(image_host.url("/img/4x4.png"))
+        assert Image.open(BytesIO(data)).size == (4, 4)
+    assert image_host.requests == ["/img/4x4.png"] * 3
+
+    # And its successes do not close the failing origin's circuit either.
+    assert await failure(downloader, failing) == CIRCUIT_OPEN
+    assert len(dead_requests) == 3
 
 
 async def test_hard_failures_do_not_trip_the_breaker(
@@ -337,9 +366,11 @@ async def test_half_open_probe_reaches_the_host_and_closes_the_circuit(
             assert await failure(downloader, flaky) == "HTTP 503 after 1 attempt"
         assert await failure(downloader, flaky) == CIRCUIT_OPEN
         assert len(fault_host.requests) == 2
+        origin = f"http://127.0.0.1:{fault_host.port}"
+        assert breaker.state(origin) is CircuitState.OPEN
 
         now[0] = 30.0  # cool-down over: the next request is the probe
         assert await downloader.fetch(flaky)
         assert len(fault_host.requests) == 3
-        assert breaker.state("127.0.0.1") is CircuitState.CLOSED
+        assert breaker.state(origin) is CircuitState.CLOSED
         assert await downloader.fetch(fault_host.url("/img"))

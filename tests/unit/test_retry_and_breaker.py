@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from email.utils import formatdate
 
-from service.circuit_breaker import CircuitBreaker, CircuitState
+import pytest
+from yarl import URL
+
+from service.circuit_breaker import CircuitBreaker, CircuitState, origin_key
 from service.retry import RetryPolicy, parse_retry_after
 
 
@@ -69,7 +72,7 @@ class Clock:
         return self.now
 
 
-def test_breaker_opens_after_threshold_consecutive_failures_per_host() -> None:
+def test_breaker_opens_after_threshold_consecutive_failures_per_key() -> None:
     clock = Clock()
     breaker = CircuitBreaker(threshold=3, cool_down=30.0, clock=clock)
     for _ in range(2):
@@ -82,7 +85,7 @@ def test_breaker_opens_after_threshold_consecutive_failures_per_host() -> None:
     breaker.record_failure("a")
     assert breaker.state("a") is CircuitState.OPEN
     assert not breaker.allow("a")
-    assert breaker.allow("b")  # other hosts unaffected
+    assert breaker.allow("b")  # other keys unaffected
 
 
 def test_breaker_lets_one_probe_through_after_the_cool_down() -> None:
@@ -126,7 +129,33 @@ def test_released_probe_lets_the_next_caller_probe() -> None:
 
 
 def test_breaker_table_is_bounded() -> None:
-    breaker = CircuitBreaker(threshold=5, cool_down=1.0, max_hosts=3)
+    breaker = CircuitBreaker(threshold=5, cool_down=1.0, max_origins=3)
     for number in range(10):
         breaker.record_failure(f"host-{number}.example")
     assert len(breaker) == 3
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("http://cdn.example.com/a.png", "http://cdn.example.com:80/b.png"),
+        ("https://cdn.example.com/a.png", "https://cdn.example.com:443/b.png"),
+        ("HTTP://CDN.Example.COM/a.png", "http://cdn.example.com/b.png"),
+        ("http://[::1]:8080/a.png", "http://[0:0::1]:8080/b.png"),
+    ],
+)
+def test_urls_of_one_origin_share_a_breaker_key(first: str, second: str) -> None:
+    assert origin_key(URL(first)) == origin_key(URL(second))
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("http://cdn.example.com/a.png", "https://cdn.example.com/a.png"),
+        ("http://cdn.example.com:8081/a.png", "http://cdn.example.com/a.png"),
+        ("https://cdn.example.com:8443/a.png", "https://cdn.example.com/a.png"),
+        ("http://cdn.example.com/a.png", "http://img.example.com/a.png"),
+    ],
+)
+def test_scheme_port_and_host_each_make_another_origin(first: str, second: str) -> None:
+    assert origin_key(URL(first)) != origin_key(URL(second))
