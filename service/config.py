@@ -86,6 +86,7 @@ class Settings:
     total_timeout: float = _setting(30.0, _positive)
     max_redirects: int = _setting(5, _non_negative)
     max_image_bytes: int = _setting(25_000_000, _positive)
+    image_bytes_budget: int = _setting(256_000_000, _positive)
     allow_private_networks: bool = _setting(False)
     allowed_hosts: tuple[str, ...] = _setting((), _host_names)
     retry_attempts: int = _setting(3, _positive)
@@ -121,6 +122,12 @@ class Settings:
             raise ConfigError(
                 "invalid setting gpu_delay_min: must not exceed gpu_delay_max "
                 f"({self.gpu_delay_min} > {self.gpu_delay_max})"
+            )
+        if self.image_bytes_budget < self.max_image_bytes:
+            # Otherwise an image of the largest allowed size could never be read.
+            raise ConfigError(
+                "invalid setting image_bytes_budget: must be at least max_image_bytes "
+                f"({self.image_bytes_budget} < {self.max_image_bytes})"
             )
         if self.default_page_size > self.max_page_size:
             raise ConfigError("invalid setting default_page_size: must not exceed max_page_size")

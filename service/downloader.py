@@ -22,6 +22,7 @@ from service.address_policy import (
     destination_guard,
     guarded_socket_factory,
 )
+from service.byte_budget import ByteLease
 from service.circuit_breaker import CircuitBreaker, origin_key
 from service.config import Settings
 from service.retry import RETRYABLE_STATUSES, RetryPolicy, parse_retry_after
@@ -155,8 +156,14 @@ class Downloader:
                 await asyncio.sleep(later.delay)
                 attempt += 1
 
-    async def try_fetch(self, url: str, attempt: int = 1) -> bytes:
-        """Attempt number ``attempt``: the bytes, ``RetryLater`` or a final ``FetchError``."""
+    async def try_fetch(
+        self, url: str, attempt: int = 1, *, lease: ByteLease | None = None
+    ) -> bytes:
+        """Attempt number ``attempt``: the bytes, ``RetryLater`` or a final ``FetchError``.
+
+        With a ``lease``, the body is read only once the lease holds its size, and
+        the lease is left holding the size of the bytes returned.
+        """
         try:
             # Parsed once here and handed to aiohttp as is, which then skips its own parse.
             target = URL(url)
@@ -167,7 +174,7 @@ class Downloader:
             raise FetchError(CIRCUIT_OPEN)
         settled = False
         try:
-            data = await self._attempt(target)
+            data = await self._attempt(target, lease)
             self._breaker.record_success(origin)
             settled = True
             return data
@@ -186,7 +193,7 @@ class Downloader:
             if not settled:
                 self._breaker.release(origin)
 
-    async def _attempt(self, url: URL) -> bytes:
+    async def _attempt(self, url: URL, lease: ByteLease | None) -> bytes:
         try:
             async with self._session.get(
                 url,
@@ -204,12 +211,17 @@ class Downloader:
                 declared = response.content_length
                 if declared is not None and declared > self._max_bytes:
                     raise FetchError(f"image larger than {self._max_bytes} bytes")
-                if declared is not None and _uncompressed(response):
-                    # aiohttp ends a plain body at its Content-Length, so the cap holds
-                    # and one read() saves a loop turn per chunk. A compressed body is
-                    # streamed: its decompressed size is what the cap is about.
-                    return await response.read()
-                return await self._read_capped(response)
+                if lease is not None:
+                    # Unknown until read: a body with no length, or a compressed one
+                    # (its declared length says nothing of its size in memory).
+                    size = self._max_bytes
+                    if declared is not None and _uncompressed(response):
+                        size = declared
+                    await lease.reserve(size)
+                    data = await self._read_body(response, declared)
+                    lease.shrink(len(data))
+                    return data
+                return await self._read_body(response, declared)
         except (FetchError, _Transient):
             raise
         except Exception as exc:
@@ -217,6 +229,14 @@ class Downloader:
             if refusal is not None:
                 raise FetchError(refusal.reason) from None
             raise _classify(exc, self._max_redirects) from None
+
+    async def _read_body(self, response: aiohttp.ClientResponse, declared: int | None) -> bytes:
+        if declared is not None and _uncompressed(response):
+            # aiohttp ends a plain body at its Content-Length, so the cap holds
+            # and one read() saves a loop turn per chunk. A compressed body is
+            # streamed: its decompressed size is what the cap is about.
+            return await response.read()
+        return await self._read_capped(response)
 
     async def _read_capped(self, response: aiohttp.ClientResponse) -> bytes:
         # Content-Length may be absent or lie, so the cap holds on what arrives.

@@ -15,6 +15,7 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from service.byte_budget import ByteBudget, ByteLease
 from service.jobs import UNKNOWN_STORE_REASON
 
 __all__ = [
@@ -94,6 +95,7 @@ def failure_category(reason: str) -> str:
 
 class _Pipeline(Protocol):
     in_flight: int
+    byte_budget: ByteBudget
 
     @property
     def queued_images(self) -> int: ...
@@ -104,7 +106,9 @@ class _JobManager(Protocol):
 
 
 class _Fetcher(Protocol):
-    async def try_fetch(self, url: str, attempt: int = 1) -> bytes: ...
+    async def try_fetch(
+        self, url: str, attempt: int = 1, *, lease: ByteLease | None = None
+    ) -> bytes: ...
 
 
 class Metrics:
@@ -149,6 +153,16 @@ class Metrics:
             "Images accepted but not yet started.",
             registry=registry,
         )
+        self.image_bytes_held = Gauge(
+            "retail_pulse_image_bytes_held",
+            "Bytes of image data reserved in the image_bytes_budget (downloading or measuring).",
+            registry=registry,
+        )
+        self.image_bytes_waiting = Gauge(
+            "retail_pulse_image_bytes_waiting",
+            "Downloads waiting for room in the image_bytes_budget before reading their body.",
+            registry=registry,
+        )
         self.pool_batch_size = Histogram(
             "retail_pulse_pool_batch_size",
             "Images sent to a process-pool worker in one call.",
@@ -180,6 +194,8 @@ class Metrics:
         """Read the pipeline's gauges at scrape time instead of on every image."""
         self.images_in_flight.set_function(lambda: pipeline.in_flight)
         self.images_queued.set_function(lambda: pipeline.queued_images)
+        self.image_bytes_held.set_function(lambda: pipeline.byte_budget.in_use)
+        self.image_bytes_waiting.set_function(lambda: pipeline.byte_budget.waiting)
 
     def watch_job_manager(self, manager: _JobManager) -> None:
         self.images_pending.set_function(lambda: manager.pending_images)
@@ -195,9 +211,11 @@ class TimedFetcher:
         self._fetcher = fetcher
         self._histogram = histogram
 
-    async def try_fetch(self, url: str, attempt: int = 1) -> bytes:
+    async def try_fetch(
+        self, url: str, attempt: int = 1, *, lease: ByteLease | None = None
+    ) -> bytes:
         started = time.perf_counter()
         try:
-            return await self._fetcher.try_fetch(url, attempt)
+            return await self._fetcher.try_fetch(url, attempt, lease=lease)
         finally:
             self._histogram.observe(time.perf_counter() - started)

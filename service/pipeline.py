@@ -22,6 +22,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from service.byte_budget import ByteBudget, ByteLease
 from service.config import Settings
 from service.downloader import FetchError, RetryLater
 from service.imaging import MeasureFailure, Measurement
@@ -36,8 +37,10 @@ GPU_WAIT_TICK = 0.01  # seconds; the grid GPU waits end on
 
 
 class Fetcher(Protocol):
-    async def try_fetch(self, url: str, attempt: int = 1) -> bytes:
-        """One attempt: the bytes, ``RetryLater`` or ``FetchError``."""
+    async def try_fetch(
+        self, url: str, attempt: int = 1, *, lease: ByteLease | None = None
+    ) -> bytes:
+        """One attempt: the bytes (``lease`` sized to them), ``RetryLater`` or ``FetchError``."""
         ...
 
 
@@ -135,6 +138,7 @@ class Pipeline:
         self._delay_range = (settings.gpu_delay_min, settings.gpu_delay_max)
         self._rng = rng or random.Random()
         self._queue = FairQueue()
+        self.byte_budget = ByteBudget(settings.image_bytes_budget)
         self._workers: list[asyncio.Task[None]] = []
         self._timers: set[asyncio.TimerHandle] = set()
         # Loop time a GPU wait ends -> its timer and the images it releases.
@@ -200,8 +204,15 @@ class Pipeline:
                 self._settle(work, index, outcome)
 
     async def _process(self, url: str, attempt: int) -> ImageOutcome | RetryLater:
+        # The image's bytes count against the budget from download until measured.
+        with self.byte_budget.lease() as lease:
+            return await self._download_and_measure(url, attempt, lease)
+
+    async def _download_and_measure(
+        self, url: str, attempt: int, lease: ByteLease
+    ) -> ImageOutcome | RetryLater:
         try:
-            data = await self._fetcher.try_fetch(url, attempt)
+            data = await self._fetcher.try_fetch(url, attempt, lease=lease)
             result = await self._measurer.measure(data)
         except RetryLater as later:
             return later

@@ -110,6 +110,9 @@ async def test_counts_after_a_scripted_run_are_exact(
     assert value(after, "retail_pulse_images_in_flight") == 0
     assert value(after, "retail_pulse_images_queued") == 0
     assert value(after, "retail_pulse_images_pending") == 0
+    # Every image's share of the byte budget went back, failures included.
+    assert value(after, "retail_pulse_image_bytes_held") == 0
+    assert value(after, "retail_pulse_image_bytes_waiting") == 0
 
 
 async def test_in_flight_and_queued_gauges_read_the_pipeline(

@@ -9,7 +9,7 @@ from PIL import Image
 
 __all__ = ["FORMATS", "make_image", "truncated"]
 
-FORMATS = {"jpg": "JPEG", "jpeg": "JPEG", "png": "PNG", "gif": "GIF", "webp": "WEBP"}
+FORMATS = {"jpg": "JPEG", "jpeg": "JPEG", "png": "PNG", "gif": "GIF", "webp": "WEBP", "bmp": "BMP"}
 
 
 @functools.lru_cache(maxsize=64)

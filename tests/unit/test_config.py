@@ -74,6 +74,7 @@ def test_environment_variables_override(
         ({"RP_VERIFY": "sometimes"}, "verify"),
         ({"RP_GPU_DELAY_MIN": "1", "RP_GPU_DELAY_MAX": "0.5"}, "gpu_delay_min"),
         ({"RP_MAX_IN_FLIGHT": "0"}, "max_in_flight"),
+        ({"RP_IMAGE_BYTES_BUDGET": "1000", "RP_MAX_IMAGE_BYTES": "2000"}, "image_bytes_budget"),
     ],
 )
 def test_invalid_value_is_a_one_line_error_naming_the_setting(

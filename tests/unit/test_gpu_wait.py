@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import pytest
 
+from service.byte_budget import ByteLease
 from service.config import Settings
 from service.imaging import MeasureFailure, Measurement
 from service.jobs import ImageOutcome
@@ -16,7 +17,9 @@ from service.pipeline import GPU_WAIT_TICK, Pipeline, gpu_wait_ends
 
 
 class InstantFetcher:
-    async def try_fetch(self, url: str, attempt: int = 1) -> bytes:
+    async def try_fetch(
+        self, url: str, attempt: int = 1, *, lease: ByteLease | None = None
+    ) -> bytes:
         return url.encode()
 
 

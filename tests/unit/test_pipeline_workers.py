@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 
+from service.byte_budget import ByteLease
 from service.config import Settings
 from service.imaging import MeasureFailure, Measurement
 from service.jobs import ImageOutcome
@@ -13,7 +14,9 @@ from service.pipeline import Pipeline
 
 
 class StaticFetcher:
-    async def try_fetch(self, url: str, attempt: int = 1) -> bytes:
+    async def try_fetch(
+        self, url: str, attempt: int = 1, *, lease: ByteLease | None = None
+    ) -> bytes:
         return url.encode()
 
 
