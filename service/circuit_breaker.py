@@ -18,8 +18,9 @@ def origin_key(url: URL) -> str:
     The host name alone would let a dead server on one port open the circuit for
     a healthy one on another. ``URL.port`` fills in 80/443, so ``http://h`` and
     ``http://h:80`` share a key; the port comes last, so IPv6 colons cannot collide.
+    A fully qualified ``h.`` is the same host as ``h``.
     """
-    return f"{url.scheme}://{(url.host or '').lower()}:{url.port}"
+    return f"{url.scheme}://{(url.host or '').lower().rstrip('.')}:{url.port}"
 
 
 class CircuitState(StrEnum):

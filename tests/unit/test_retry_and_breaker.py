@@ -141,6 +141,7 @@ def test_breaker_table_is_bounded() -> None:
         ("http://cdn.example.com/a.png", "http://cdn.example.com:80/b.png"),
         ("https://cdn.example.com/a.png", "https://cdn.example.com:443/b.png"),
         ("HTTP://CDN.Example.COM/a.png", "http://cdn.example.com/b.png"),
+        ("http://cdn.example.com./a.png", "http://cdn.example.com/b.png"),
         ("http://[::1]:8080/a.png", "http://[0:0::1]:8080/b.png"),
     ],
 )
