@@ -34,12 +34,20 @@ class ByteBudget:
     def lease(self) -> ByteLease:
         return ByteLease(self)
 
+    def try_acquire(self, amount: int) -> int | None:
+        """Take ``amount`` bytes (at most ``limit``) if there is room and nobody waits."""
+        amount = min(amount, self.limit)
+        if self._waiters or self.in_use + amount > self.limit:
+            return None
+        self.in_use += amount
+        return amount
+
     async def acquire(self, amount: int) -> int:
         """Wait for room for ``amount`` bytes; returns what was taken (at most ``limit``)."""
+        taken = self.try_acquire(amount)
+        if taken is not None:
+            return taken
         amount = min(amount, self.limit)
-        if not self._waiters and self.in_use + amount <= self.limit:
-            self.in_use += amount
-            return amount
         granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         entry = (amount, granted)
         self._waiters.append(entry)
@@ -80,8 +88,11 @@ class ByteLease:
 
     async def reserve(self, amount: int) -> None:
         """Hold ``amount`` bytes, waiting for room if it is more than already held."""
-        if amount > self.held:
-            self.held += await self._budget.acquire(amount - self.held)
+        extra = amount - self.held
+        if extra > 0:
+            # The common case, room to spare, takes no coroutine.
+            taken = self._budget.try_acquire(extra)
+            self.held += taken if taken is not None else await self._budget.acquire(extra)
 
     def shrink(self, amount: int) -> None:
         """Give back what is held beyond ``amount`` (the body turned out smaller)."""

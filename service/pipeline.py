@@ -205,30 +205,27 @@ class Pipeline:
 
     async def _process(self, url: str, attempt: int) -> ImageOutcome | RetryLater:
         # The image's bytes count against the budget from download until measured.
+        # (A with-block here, not a helper coroutine: every resume of a download
+        # passes through each frame on the stack.)
         with self.byte_budget.lease() as lease:
-            return await self._download_and_measure(url, attempt, lease)
-
-    async def _download_and_measure(
-        self, url: str, attempt: int, lease: ByteLease
-    ) -> ImageOutcome | RetryLater:
-        try:
-            data = await self._fetcher.try_fetch(url, attempt, lease=lease)
-            result = await self._measurer.measure(data)
-        except RetryLater as later:
-            return later
-        except FetchError as exc:
-            return ImageOutcome.failed(exc.reason)
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise  # this worker is being stopped
-            # Something else cancelled the awaited future (the pool closing under
-            # us): that costs this image, not the worker that would serve the rest.
-            return ImageOutcome.failed("image processing was cancelled")
-        except Exception as exc:
-            # A bug must cost one image, never a worker.
-            log.exception("unexpected error processing %s", url)
-            return ImageOutcome.failed(f"internal error: {type(exc).__name__}")
+            try:
+                data = await self._fetcher.try_fetch(url, attempt, lease=lease)
+                result = await self._measurer.measure(data)
+            except RetryLater as later:
+                return later
+            except FetchError as exc:
+                return ImageOutcome.failed(exc.reason)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # this worker is being stopped
+                # Something else cancelled the awaited future (the pool closing under
+                # us): that costs this image, not the worker that would serve the rest.
+                return ImageOutcome.failed("image processing was cancelled")
+            except Exception as exc:
+                # A bug must cost one image, never a worker.
+                log.exception("unexpected error processing %s", url)
+                return ImageOutcome.failed(f"internal error: {type(exc).__name__}")
         if isinstance(result, MeasureFailure):
             return ImageOutcome.failed(result.reason)
         return ImageOutcome.measured(result.width, result.height)
