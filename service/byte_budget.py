@@ -86,13 +86,21 @@ class ByteLease:
         self._budget = budget
         self.held = 0
 
+    def try_reserve(self, amount: int) -> bool:
+        """Hold ``amount`` bytes if there is room now; False means ``await reserve``."""
+        extra = amount - self.held
+        if extra > 0:
+            taken = self._budget.try_acquire(extra)
+            if taken is None:
+                return False
+            self.held += taken
+        return True
+
     async def reserve(self, amount: int) -> None:
         """Hold ``amount`` bytes, waiting for room if it is more than already held."""
         extra = amount - self.held
         if extra > 0:
-            # The common case, room to spare, takes no coroutine.
-            taken = self._budget.try_acquire(extra)
-            self.held += taken if taken is not None else await self._budget.acquire(extra)
+            self.held += await self._budget.acquire(extra)
 
     def shrink(self, amount: int) -> None:
         """Give back what is held beyond ``amount`` (the body turned out smaller)."""
@@ -101,7 +109,9 @@ class ByteLease:
             self.held = amount
 
     def close(self) -> None:
-        self.shrink(0)
+        if self.held:
+            self._budget.release(self.held)
+            self.held = 0
 
     def __enter__(self) -> ByteLease:
         return self

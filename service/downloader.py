@@ -217,7 +217,8 @@ class Downloader:
                     size = self._max_bytes
                     if declared is not None and _uncompressed(response):
                         size = declared
-                    await lease.reserve(size)
+                    if not lease.try_reserve(size):  # no coroutine in the common case
+                        await lease.reserve(size)
                     data = await self._read_body(response, declared)
                     lease.shrink(len(data))
                     return data

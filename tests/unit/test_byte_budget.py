@@ -93,3 +93,14 @@ async def test_a_lease_grows_shrinks_and_gives_everything_back() -> None:
         lease.shrink(25)
         assert (lease.held, budget.in_use) == (25, 25)
     assert budget.in_use == 0
+
+
+async def test_try_reserve_takes_room_only_when_there_is_some() -> None:
+    budget = ByteBudget(100)
+    first, second = budget.lease(), budget.lease()
+    assert first.try_reserve(80)
+    assert not second.try_reserve(30)
+    assert (second.held, budget.in_use) == (0, 80)
+    first.close()
+    assert second.try_reserve(30)
+    assert budget.in_use == 30
