@@ -15,12 +15,11 @@ import pytest
 from tests.support.processes import REPO_ROOT
 
 
-@pytest.mark.slow
-def test_bench_runs_end_to_end_at_toy_scale() -> None:
+def run_module(module: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m module args`` from the repository, without the caller's RP_* settings."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("RP_")}
-    toy = ["--repeats", "1", "--scale", "0.01", "--configs", "header_delay0", "--workloads", "w1"]
-    result = subprocess.run(
-        [sys.executable, "-m", "bench", *toy, "--host", "aiohttp"],
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,
@@ -28,6 +27,12 @@ def test_bench_runs_end_to_end_at_toy_scale() -> None:
         timeout=120,
         check=False,
     )
+
+
+@pytest.mark.slow
+def test_bench_runs_end_to_end_at_toy_scale() -> None:
+    toy = ["--repeats", "1", "--scale", "0.01", "--configs", "header_delay0", "--workloads", "w1"]
+    result = run_module("bench", *toy, "--host", "aiohttp")
     # The harness fails unless the service settled every image without a failure.
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
@@ -48,18 +53,9 @@ def test_bench_runs_end_to_end_at_toy_scale() -> None:
 
 @pytest.mark.slow
 def test_compare_runs_each_tree_at_toy_scale() -> None:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("RP_")}
     tree = str(REPO_ROOT)
     toy = ["--repeats", "1", "--scale", "0.01"]
-    result = subprocess.run(
-        [sys.executable, "-m", "bench.compare", "header_delay0", "w1", tree, tree, *toy],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_module("bench.compare", "header_delay0", "w1", tree, tree, *toy)
     assert result.returncode == 0, result.stderr
     # One run per tree per repeat, then one summary line per tree.
     assert result.stderr.count(f"r0 {tree}: ratio ") == 2

@@ -9,18 +9,11 @@ from collections.abc import Sequence
 
 import pytest
 
-from service.byte_budget import ByteLease
 from service.config import Settings
 from service.imaging import MeasureFailure, Measurement
 from service.jobs import ImageOutcome
 from service.pipeline import GPU_WAIT_TICK, Pipeline, gpu_wait_ends
-
-
-class InstantFetcher:
-    async def try_fetch(
-        self, url: str, attempt: int = 1, *, lease: ByteLease | None = None
-    ) -> bytes:
-        return url.encode()
+from tests.support.fetchers import UrlBytesFetcher
 
 
 class ClockedMeasurer:
@@ -52,7 +45,7 @@ def test_waits_end_on_the_grid_inside_the_configured_range(seed: int) -> None:
 async def test_images_due_at_one_tick_settle_as_one_batch() -> None:
     settings = Settings(max_in_flight=100, gpu_delay_min=0.05, gpu_delay_max=0.08)
     measurer = ClockedMeasurer()
-    pipeline = Pipeline(settings, InstantFetcher(), measurer, rng=random.Random(7))
+    pipeline = Pipeline(settings, UrlBytesFetcher(), measurer, rng=random.Random(7))
     batches: list[tuple[float, Sequence[tuple[int, ImageOutcome]]]] = []
 
     def on_settled(job_id: int, batch: Sequence[tuple[int, ImageOutcome]]) -> None:

@@ -6,18 +6,11 @@ import asyncio
 import time
 from collections.abc import Sequence
 
-from service.byte_budget import ByteLease
 from service.config import Settings
 from service.imaging import MeasureFailure, Measurement
 from service.jobs import ImageOutcome
 from service.pipeline import Pipeline
-
-
-class StaticFetcher:
-    async def try_fetch(
-        self, url: str, attempt: int = 1, *, lease: ByteLease | None = None
-    ) -> bytes:
-        return url.encode()
+from tests.support.fetchers import UrlBytesFetcher
 
 
 class FirstMeasureCancelledElsewhere:
@@ -36,7 +29,7 @@ class FirstMeasureCancelledElsewhere:
 async def test_a_future_cancelled_elsewhere_costs_one_image_not_the_worker() -> None:
     measurer = FirstMeasureCancelledElsewhere()
     settings = Settings(max_in_flight=1, gpu_delay_min=0, gpu_delay_max=0)
-    pipeline = Pipeline(settings, StaticFetcher(), measurer)
+    pipeline = Pipeline(settings, UrlBytesFetcher(), measurer)
     settled: dict[int, ImageOutcome] = {}
 
     def on_settled(job_id: int, batch: Sequence[tuple[int, ImageOutcome]]) -> None:
