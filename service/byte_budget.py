@@ -14,6 +14,7 @@ image can always go ahead once the others are done: no deadlock.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from types import TracebackType
 
@@ -57,7 +58,9 @@ class ByteBudget:
             if granted.done() and not granted.cancelled():
                 self.release(amount)  # granted just as the waiter was cancelled
             else:
-                self._waiters.remove(entry)
+                # A release may have dropped the cancelled entry already.
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(entry)
                 self._grant()  # those behind it may fit now
             raise
         return amount

@@ -104,3 +104,16 @@ async def test_try_reserve_takes_room_only_when_there_is_some() -> None:
     first.close()
     assert second.try_reserve(30)
     assert budget.in_use == 30
+
+
+async def test_a_waiter_cancelled_just_before_a_release_unwinds_cleanly() -> None:
+    budget = ByteBudget(100)
+    await budget.acquire(100)
+    waiter = asyncio.create_task(budget.acquire(50))
+    await asyncio.sleep(0)
+    waiter.cancel()  # its future is cancelled now, the task unwinds on its next step...
+    budget.release(100)  # ...after this release has already dropped the cancelled entry
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert (budget.in_use, budget.waiting) == (0, 0)
+    assert await budget.acquire(100) == 100
