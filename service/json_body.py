@@ -7,6 +7,7 @@ rows. orjson encodes them about ten times faster than the json module.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -16,4 +17,10 @@ __all__ = ["json_response"]
 
 
 def json_response(data: Any, *, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+    try:
+        body = orjson.dumps(data)
+    except TypeError:
+        # What orjson refuses but JSON allows (an integer past 64 bits): the json
+        # module's slower path, rather than a 500 for a body that is valid.
+        body = json.dumps(data).encode()
+    return web.Response(body=body, status=status, content_type="application/json")

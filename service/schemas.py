@@ -24,6 +24,7 @@ from yarl import URL
 from service.jobs import Visit, normalise_visit_time
 
 __all__ = [
+    "MAX_OFFSET",
     "EmptySchema",
     "ErrorSchema",
     "HealthSchema",
@@ -63,6 +64,10 @@ class Submission:
 
 
 _WHITESPACE = re.compile(r"\s")
+
+# Offsets are echoed in responses; past 2**53 - 1 a JSON number loses precision in
+# many clients (and past 2**63 - 1 orjson cannot encode it). No job comes close.
+MAX_OFFSET = 2**53 - 1
 
 
 def _http_url(value: str) -> None:
@@ -161,7 +166,7 @@ class PageQuerySchema(Schema):
     class Meta:
         unknown = RAISE
 
-    offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=MAX_OFFSET))
     limit = fields.Integer(validate=validate.Range(min=1))
 
 
@@ -245,7 +250,7 @@ class ResultsQuerySchema(Schema):
         unknown = RAISE
 
     format = fields.String(load_default="json", validate=validate.OneOf(RESULT_FORMATS))
-    offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=MAX_OFFSET))
     limit = fields.Integer(validate=validate.Range(min=1))
 
 
