@@ -67,8 +67,22 @@ _SUBMISSION = st.fixed_dictionaries(
     optional={"unexpected": _ANY_JSON},
 )
 _QUERY_TEXT = st.text(max_size=40)
+# Numbers too, up to far past 64 bits: some are echoed back in the answer.
+_QUERY_VALUE = _QUERY_TEXT | st.integers().map(str) | st.integers(2**60, 2**80).map(str)
 _QUERY = st.dictionaries(
-    st.sampled_from(["jobid", "offset", "limit", "x", ""]) | _QUERY_TEXT, _QUERY_TEXT, max_size=3
+    st.sampled_from(["jobid", "offset", "limit", "format", "status", "x", ""]) | _QUERY_TEXT,
+    _QUERY_VALUE,
+    max_size=3,
+)
+# A page query: each known parameter present half the time, so a huge offset on its own
+# (which the page echoes back) is common, not a one-in-a-thousand draw.
+_PAGE_QUERY = st.fixed_dictionaries(
+    {},
+    optional={
+        "offset": _QUERY_VALUE,
+        "limit": _QUERY_VALUE,
+        "format": st.sampled_from(["json", "csv"]) | _QUERY_TEXT,
+    },
 )
 
 
@@ -149,7 +163,7 @@ def test_any_bytes_to_submit_get_a_json_answer_below_500(
         assert service.requests >= 100
 
 
-def test_any_query_to_status_and_job_detail_gets_a_json_answer_below_500(
+def test_any_query_to_status_job_detail_and_results_gets_a_json_answer_below_500(
     make_settings: Callable[..., Settings],
 ) -> None:
     with running_service(make_settings(workers=1)) as service:
@@ -169,17 +183,23 @@ def test_any_query_to_status_and_job_detail_gets_a_json_answer_below_500(
         @EXAMPLES
         @given(
             query=_QUERY,
+            page=_PAGE_QUERY,
             raw_query=_QUERY_TEXT,
             job_id=st.sampled_from(["1", "0", "-1", "99999999999999999999", "\uff11"])
             | _QUERY_TEXT,
         )
-        def check(query: dict[str, str], raw_query: str, job_id: str) -> None:
+        def check(query: dict[str, str], page: dict[str, str], raw_query: str, job_id: str) -> None:
             _assert_json_and_not_5xx(*service.request("GET", "/api/status", params=query))
             _assert_json_and_not_5xx(
                 *service.request("GET", "/api/status?" + quote(raw_query, safe="=&"))
             )
             path = "/api/jobs/" + quote(job_id, safe="")
             _assert_json_and_not_5xx(*service.request("GET", path, params=query))
+            # The real job's pages echo offset and limit back.
+            _assert_json_and_not_5xx(*service.request("GET", "/api/jobs/1", params=page))
+            if page.get("format") != "csv":  # a CSV export is not JSON
+                results = service.request("GET", "/api/jobs/1/results", params=page)
+                _assert_json_and_not_5xx(*results)
 
         check()
         # Hypothesis really ran the examples (not, say, zero because of a filter).
