@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import IO, Any
 
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web import BaseRequest, StreamResponse
 
 __all__ = ["AccessLogger", "JsonFormatter", "TextFormatter", "configure_logging"]
@@ -118,6 +119,28 @@ class _BoundedQueueHandler(logging.handlers.QueueHandler):
         return record
 
 
+class _MalformedRequestFilter(logging.Filter):
+    """A malformed request is the client's fault: one info line, not an error and a traceback.
+
+    aiohttp answers bytes that are not valid HTTP (a NUL in a header, an overlong
+    line) with a 400 and logs the parser's exception at error level. Scanners send
+    those all day; as errors they would bury real ones.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if record.name != "aiohttp.server" or not isinstance(error, HttpProcessingError):
+            return True
+        remote = record.args[0] if isinstance(record.args, tuple) and record.args else None
+        # The parser's message quotes the offending bytes after its first line.
+        reason = (str(error.message).strip().splitlines() or [type(error).__name__])[0]
+        record.msg = "malformed HTTP request from %s: %s"
+        record.args = (remote, reason[:200])
+        record.levelno, record.levelname = logging.INFO, "INFO"
+        record.exc_info = record.exc_text = None
+        return record.levelno >= logging.getLogger().getEffectiveLevel()
+
+
 def _drop_notice(dropped: int) -> logging.LogRecord:
     notice = logging.LogRecord(
         __name__,
@@ -155,7 +178,9 @@ def configure_logging(
     root = logging.getLogger()
     for existing in list(root.handlers):
         root.removeHandler(existing)
-    root.addHandler(_BoundedQueueHandler(records, queue_limit))
+    queued = _BoundedQueueHandler(records, queue_limit)
+    queued.addFilter(_MalformedRequestFilter())
+    root.addHandler(queued)
     root.setLevel(level.upper())
     _listener = logging.handlers.QueueListener(records, handler)
     _listener.start()

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from aiohttp.test_utils import TestClient
 
 from service.app import create_app
 from service.config import Settings
+from service.logging_setup import stop_logging
 from tests.support.fault_host import FaultHost
 from tests.support.image_host import ImageHost, build_image_host_app
 
@@ -97,3 +99,17 @@ async def make_client(aiohttp_client: Any) -> Callable[..., Any]:
 async def client(make_client: Callable[..., Any], settings: Settings) -> TestClient[Any, Any]:
     result: TestClient[Any, Any] = await make_client(settings)
     return result
+
+
+@pytest.fixture
+def restore_root_logging() -> Iterator[None]:
+    """For tests that call configure_logging: put the root logger back as it was."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    stop_logging()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    for handler in handlers:
+        root.addHandler(handler)
+    root.setLevel(level)

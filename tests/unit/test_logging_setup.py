@@ -8,7 +8,6 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -57,19 +56,6 @@ def test_text_line_is_readable() -> None:
     assert line.endswith("WARNING service.jobs: job 7 finished job_id=7")
     with pytest.raises(json.JSONDecodeError):
         json.loads(line)
-
-
-@pytest.fixture
-def restore_root_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    stop_logging()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    for handler in handlers:
-        root.addHandler(handler)
-    root.setLevel(level)
 
 
 @pytest.mark.usefixtures("restore_root_logging")
