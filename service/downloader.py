@@ -211,18 +211,17 @@ class Downloader:
                 declared = response.content_length
                 if declared is not None and declared > self._max_bytes:
                     raise FetchError(f"image larger than {self._max_bytes} bytes")
+                # The body's size in memory, when the headers tell it: not for a body
+                # without a length, nor a compressed one (its length is compressed).
+                known = declared if declared is not None and _uncompressed(response) else None
                 if lease is not None:
-                    # Unknown until read: a body with no length, or a compressed one
-                    # (its declared length says nothing of its size in memory).
-                    size = self._max_bytes
-                    if declared is not None and _uncompressed(response):
-                        size = declared
+                    size = known if known is not None else self._max_bytes
                     if not lease.try_reserve(size):  # no coroutine in the common case
                         await lease.reserve(size)
-                    data = await self._read_body(response, declared)
+                data = await self._read_body(response, known)
+                if lease is not None:
                     lease.shrink(len(data))
-                    return data
-                return await self._read_body(response, declared)
+                return data
         except (FetchError, _Transient):
             raise
         except Exception as exc:
@@ -231,8 +230,8 @@ class Downloader:
                 raise FetchError(refusal.reason) from None
             raise _classify(exc, self._max_redirects) from None
 
-    async def _read_body(self, response: aiohttp.ClientResponse, declared: int | None) -> bytes:
-        if declared is not None and _uncompressed(response):
+    async def _read_body(self, response: aiohttp.ClientResponse, known: int | None) -> bytes:
+        if known is not None:
             # aiohttp ends a plain body at its Content-Length, so the cap holds
             # and one read() saves a loop turn per chunk. A compressed body is
             # streamed: its decompressed size is what the cap is about.
