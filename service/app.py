@@ -58,13 +58,7 @@ def create_app(settings: Settings, store_master: StoreMaster | None = None) -> w
     app[keys.STORE_MASTER] = (
         store_master if store_master is not None else load_store_master(settings.stores)
     )
-    app[keys.SUBMIT_SCHEMA] = SubmitSchema(
-        limits=RequestLimits(
-            max_images_per_job=settings.max_images_per_job,
-            max_url_length=settings.max_url_length,
-            max_store_id_length=settings.max_store_id_length,
-        )
-    )
+    app[keys.SUBMIT_SCHEMA] = SubmitSchema(limits=RequestLimits.from_settings(settings))
     app[keys.METRICS] = Metrics()
     app[keys.OPENAPI] = build_openapi(settings)
     app.cleanup_ctx.append(client_session_ctx)

@@ -99,6 +99,7 @@ class Settings:
     max_images_per_job: int = _setting(100_000, _positive)
     max_url_length: int = _setting(2048, _positive)
     max_store_id_length: int = _setting(64, _positive)
+    max_visit_time_length: int = _setting(64, _positive)
     default_page_size: int = _setting(100, _positive)
     max_page_size: int = _setting(1000, _positive)
     export_chunk_rows: int = _setting(1000, _positive)

@@ -15,6 +15,7 @@ from enum import StrEnum
 from service.stores import Store
 
 __all__ = [
+    "MAX_ERROR_LENGTH",
     "UNKNOWN_STORE_REASON",
     "ImageOutcome",
     "ImageRow",
@@ -27,6 +28,10 @@ __all__ = [
 ]
 
 UNKNOWN_STORE_REASON = "store not found in store master"
+
+# An image's error can quote what a remote host sent (a redirect's Location runs to
+# 8 KB), and every result row carries it: longer reasons are cut to this.
+MAX_ERROR_LENGTH = 300
 
 
 class JobStatus(StrEnum):
@@ -62,6 +67,8 @@ class ImageOutcome:
 
     @classmethod
     def failed(cls, reason: str) -> ImageOutcome:
+        if len(reason) > MAX_ERROR_LENGTH:
+            reason = reason[: MAX_ERROR_LENGTH - 1] + "\u2026"
         return cls(error=reason)
 
     @property

@@ -84,16 +84,15 @@ _JOB_ID = {
 
 
 def _operations(settings: Settings) -> dict[str, dict[str, Any]]:
-    submit_schema = SubmitSchema(
-        limits=RequestLimits(
-            max_images_per_job=settings.max_images_per_job,
-            max_url_length=settings.max_url_length,
-            max_store_id_length=settings.max_store_id_length,
-        )
-    )
+    submit_schema = SubmitSchema(limits=RequestLimits.from_settings(settings))
     submit = {
         "post": {
             "summary": "Submit a job of store visits and their image URLs",
+            "description": f"Limits (400 past them): at most {settings.max_images_per_job} "
+            f"images per job; `store_id` up to {settings.max_store_id_length} characters, "
+            f"`visit_time` up to {settings.max_visit_time_length}, each image URL up to "
+            f"{settings.max_url_length}. The body may hold at most {settings.max_body_bytes} "
+            "bytes (413 past it).",
             "operationId": "submitJob",
             "requestBody": {
                 "required": True,

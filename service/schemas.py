@@ -21,6 +21,7 @@ from marshmallow import (
 )
 from yarl import URL
 
+from service.config import Settings
 from service.jobs import Visit, normalise_visit_time
 
 __all__ = [
@@ -52,6 +53,16 @@ class RequestLimits:
     max_images_per_job: int
     max_url_length: int
     max_store_id_length: int
+    max_visit_time_length: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RequestLimits:
+        return cls(
+            max_images_per_job=settings.max_images_per_job,
+            max_url_length=settings.max_url_length,
+            max_store_id_length=settings.max_store_id_length,
+            max_visit_time_length=settings.max_visit_time_length,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +140,12 @@ class SubmitSchema(Schema):
             if len(visit["store_id"]) > self.limits.max_store_id_length:
                 problems["store_id"] = [
                     f"Longer than {self.limits.max_store_id_length} characters."
+                ]
+            # Every result row repeats its visit's time: unbounded, a small POST
+            # would make every page of results huge.
+            if len(visit["visit_time"]) > self.limits.max_visit_time_length:
+                problems["visit_time"] = [
+                    f"Longer than {self.limits.max_visit_time_length} characters."
                 ]
             long_urls = {
                 index: [f"Longer than {self.limits.max_url_length} characters."]

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp.test_utils import TestClient
 
 from service import keys
 from service.config import Settings
+from service.jobs import MAX_ERROR_LENGTH
+from tests.support.fault_host import FaultHost
 from tests.support.image_host import ImageHost
 from tests.support.polling import wait_for_status
 
@@ -97,6 +101,78 @@ async def test_store_id_over_length_limit_is_400(
         "/api/submit/", json=_payload(["http://127.0.0.1:9/a.jpg"], store_id="RP00001")
     )
     assert await _error(response, 400) == "visits[0].store_id: Longer than 5 characters."
+
+
+async def test_visit_time_over_length_limit_is_400(
+    make_client: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    client = await make_client(make_settings(max_visit_time_length=10))
+    visit = {"store_id": "RP00001", "image_url": ["http://127.0.0.1:9/a.jpg"]}
+    fits = {"count": 1, "visits": [{**visit, "visit_time": "t" * 10}]}
+    assert (await client.post("/api/submit/", json=fits)).status == 201
+    over = {"count": 1, "visits": [{**visit, "visit_time": "t" * 11}]}
+    message = await _error(await client.post("/api/submit/", json=over), 400)
+    assert message == "visits[0].visit_time: Longer than 10 characters."
+
+
+async def test_a_100_kb_visit_time_is_refused_at_the_default_limit(
+    client: TestClient[Any, Any],
+) -> None:
+    # Every result row repeats its visit's time: 1 MB of it made one page of a
+    # 1,000-image job 1 GB. The default limit refuses it at the door.
+    payload = _payload(["http://127.0.0.1:9/a.jpg"])
+    payload["visits"][0]["visit_time"] = "2026-01-01T00:00:00Z" + "x" * 100_000
+    message = await _error(await client.post("/api/submit/", json=payload), 400)
+    assert message == "visits[0].visit_time: Longer than 64 characters."
+    assert client.app[keys.JOB_STORE].recent(10) == []
+
+
+async def test_a_page_of_1000_rows_with_every_field_at_its_limit_is_a_few_mb(
+    client: TestClient[Any, Any], settings: Settings
+) -> None:
+    # The most one client can make a page of results cost at the default limits:
+    # store_id, visit_time and every URL at their longest. The store is unknown, so
+    # its images fail as the job is created, without a download.
+    prefix = "http://127.0.0.1:9/"
+    filler = settings.max_url_length - len(prefix) - 4
+    urls = [f"{prefix}{n:04d}{'u' * filler}" for n in range(settings.max_page_size)]
+    visit = {
+        "store_id": "s" * settings.max_store_id_length,
+        "image_url": urls,
+        "visit_time": "t" * settings.max_visit_time_length,
+    }
+    body = json.dumps({"count": 1, "visits": [visit]}).encode()
+    # A file object: aiohttp warns that a 2 MB bytes body would block its loop.
+    response = await client.post(
+        "/api/submit/", data=io.BytesIO(body), headers={"Content-Type": "application/json"}
+    )
+    assert response.status == 201, await response.text()
+    job_id = (await response.json())["job_id"]
+    limit = {"limit": str(settings.max_page_size)}
+    for path in (f"/api/jobs/{job_id}", f"/api/jobs/{job_id}/results"):
+        page = await (await client.get(path, params=limit)).read()
+        rows = json.loads(page)["results"]
+        assert len(rows) == settings.max_page_size
+        assert {len(row["url"]) for row in rows} == {settings.max_url_length}
+        # Plus room for the longest error an image can carry, in place of this short one.
+        worst = len(page) + sum(MAX_ERROR_LENGTH - len(row["error"]) for row in rows)
+        assert worst < 3_000_000, worst
+
+
+async def test_an_image_error_quoting_a_remote_host_is_cut_short(
+    client: TestClient[Any, Any], fault_host: FaultHost
+) -> None:
+    # The error quotes the redirect's Location, which the remote host chooses.
+    target = "ftp://127.0.0.1/" + "a" * 1500
+    url = fault_host.url("/redirect-to?url=" + quote(target, safe=""))
+    response = await client.post("/api/submit/", json=_payload([url]))
+    assert response.status == 201, await response.text()
+    job_id = (await response.json())["job_id"]
+    await wait_for_status(client, job_id)
+    (row,) = (await (await client.get(f"/api/jobs/{job_id}")).json())["results"]
+    assert row["error"].startswith("redirect to a non-http(s) URL: ftp://127.0.0.1/aaa")
+    assert len(row["error"]) == MAX_ERROR_LENGTH
+    assert row["error"].endswith("\u2026")
 
 
 async def test_submit_over_pending_cap_is_503_with_retry_after(

@@ -56,11 +56,15 @@ async def test_every_route_is_documented(settings: Settings) -> None:
 async def test_document_carries_configured_limits(
     make_client: Callable[..., Any], make_settings: Callable[..., Settings]
 ) -> None:
-    client = await make_client(make_settings(max_page_size=77, default_page_size=7))
+    client = await make_client(
+        make_settings(max_page_size=77, default_page_size=7, max_visit_time_length=33)
+    )
     document = await _document(client)
     description = document["paths"]["/api/jobs"]["get"]["description"]
     assert "7" in description
     assert "77" in description
+    submit = document["paths"]["/api/submit"]["post"]["description"]
+    assert "`visit_time` up to 33" in submit
     assert document["components"]["schemas"]["Submit"]["required"] == ["count", "visits"]
 
 

@@ -61,14 +61,7 @@ def _script(item: dict[str, Any], listen: str) -> str:
 
 
 def _submit_schema() -> SubmitSchema:
-    settings = Settings()
-    return SubmitSchema(
-        limits=RequestLimits(
-            max_images_per_job=settings.max_images_per_job,
-            max_url_length=settings.max_url_length,
-            max_store_id_length=settings.max_store_id_length,
-        )
-    )
+    return SubmitSchema(limits=RequestLimits.from_settings(Settings()))
 
 
 def _response_schema(path: str, code: int) -> Schema | None:
