@@ -7,6 +7,7 @@ everything that leaves the actor is an immutable view built here.
 from __future__ import annotations
 
 import bisect
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,6 +33,10 @@ UNKNOWN_STORE_REASON = "store not found in store master"
 # An image's error can quote what a remote host sent (a redirect's Location runs to
 # 8 KB), and every result row carries it: longer reasons are cut to this.
 MAX_ERROR_LENGTH = 300
+
+# aiohttp decodes response headers with "surrogateescape", so bytes that are not
+# UTF-8 in a Location header reach an error message as lone surrogates.
+_SURROGATES = re.compile(r"[\ud800-\udfff]")
 
 
 class JobStatus(StrEnum):
@@ -69,6 +74,9 @@ class ImageOutcome:
     def failed(cls, reason: str) -> ImageOutcome:
         if len(reason) > MAX_ERROR_LENGTH:
             reason = reason[: MAX_ERROR_LENGTH - 1] + "\u2026"
+        if not reason.isascii():
+            # Every view and the CSV export must be able to encode it as UTF-8.
+            reason = _SURROGATES.sub("\ufffd", reason)
         return cls(error=reason)
 
     @property

@@ -16,6 +16,7 @@ from marshmallow import (
     ValidationError,
     fields,
     post_load,
+    pre_load,
     validate,
     validates_schema,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "SubmitSchema",
     "flatten_messages",
     "parse_job_id",
+    "unencodable_text",
 ]
 
 
@@ -96,6 +98,52 @@ def _http_url(value: str) -> None:
         raise ValidationError("Not a valid URL: contains whitespace.")
 
 
+_NOT_UNICODE = "Not valid Unicode: contains a lone surrogate."
+_KEY_NOT_UNICODE = "A key is not valid Unicode: it contains a lone surrogate."
+
+
+def _encodes(text: str) -> bool:
+    if text.isascii():  # the common case, and a fast C scan
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _add_message(messages: dict[str | int, Any], path: tuple[str | int, ...], text: str) -> None:
+    node = messages
+    for key in path[:-1]:
+        node = node.setdefault(key, {})
+    node.setdefault(path[-1] if path else "_schema", []).append(text)
+
+
+def unencodable_text(document: Any) -> dict[str | int, Any]:
+    """Field messages for every string and key of a parsed JSON document that UTF-8
+    cannot encode: lone surrogates, which ``json.loads`` makes from a ``\\ud800``
+    escape or from the three bytes that would encode one."""
+    messages: dict[str | int, Any] = {}
+    # A loop, not recursion: the document may nest as deeply as json.loads allows.
+    pending: list[tuple[Any, tuple[str | int, ...]]] = [(document, ())]
+    while pending:
+        value, path = pending.pop()
+        if isinstance(value, str):
+            if not _encodes(value):
+                _add_message(messages, path, _NOT_UNICODE)
+        elif isinstance(value, dict):
+            children: list[tuple[Any, tuple[str | int, ...]]] = []
+            for key, item in value.items():
+                if _encodes(key):
+                    children.append((item, (*path, key)))
+                else:
+                    _add_message(messages, (*path, "_schema"), _KEY_NOT_UNICODE)
+            pending.extend(reversed(children))  # popped in document order
+        elif isinstance(value, list):
+            pending.extend((value[i], (*path, i)) for i in range(len(value) - 1, -1, -1))
+    return messages
+
+
 class VisitSchema(Schema):
     class Meta:
         unknown = RAISE
@@ -125,6 +173,16 @@ class SubmitSchema(Schema):
     def __init__(self, *, limits: RequestLimits, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.limits = limits
+
+    @pre_load
+    def _check_text(self, data: Any, **_: Any) -> Any:
+        # Text that UTF-8 cannot encode breaks the CSV export and makes JSON that
+        # strict parsers refuse. Checked before the fields, so no error message
+        # quotes such a key either.
+        problems = unencodable_text(data)
+        if problems:
+            raise ValidationError(problems)
+        return data
 
     @validates_schema
     def _check_limits(self, data: dict[str, Any], **_: Any) -> None:

@@ -17,6 +17,7 @@ back-pressure, never held in memory). Paths:
   /ftp                      redirects to an ftp:// URL
   /bomb                     a 30000x30000 PNG of 100 bytes (a decompression bomb header)
   /redirect-to?url=<u>      redirects to u
+  /redirect-not-utf8        redirects to an ftp:// URL holding bytes that are not UTF-8
   /gzip/<n>                 n zero bytes, sent gzip-compressed with a (small) Content-Length
 Each request's path is appended to ``requests``; ``sent[path]`` counts body bytes sent.
 """
@@ -156,6 +157,10 @@ class FaultHost:
             body = gzip.compress(bytes(int(segments[1])))
             extra = {"Content-Encoding": "gzip"}
             await self._respond(writer, path, 200, body, "image/jpeg", extra=extra)
+        elif kind == "redirect-not-utf8":
+            # Surrogate escapes: _head writes them as the raw bytes 0xff 0xfe.
+            location = f"ftp://{self.host}/\udcff\udcfe.jpg"
+            await self._respond(writer, path, 302, b"", extra={"Location": location})
         elif kind == "redirect-to":
             location = parse_qs(parts.query)["url"][0]
             await self._respond(writer, path, 302, b"", extra={"Location": location})
@@ -190,7 +195,7 @@ class FaultHost:
     ) -> None:
         lines = [f"HTTP/1.1 {status} X", "Connection: close"]
         lines += [f"{name}: {value}" for name, value in headers.items()]
-        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape"))
         await writer.drain()
 
     async def _send(self, writer: asyncio.StreamWriter, path: str, data: bytes) -> None:
