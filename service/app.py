@@ -52,7 +52,13 @@ def create_app(settings: Settings, store_master: StoreMaster | None = None) -> w
     middlewares: list[Middleware] = [error_middleware]
     if settings.api_key:
         middlewares.append(api_key_middleware(settings.api_key))
-    app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
+    app = web.Application(
+        middlewares=middlewares,
+        client_max_size=settings.max_body_bytes,
+        # Request bodies are decoded by service.content_coding, which answers a bad
+        # or unsupported Content-Encoding with a JSON 400 or 415.
+        handler_args={"auto_decompress": False},
+    )
     app[keys.SETTINGS] = settings
     # "is None", not "or": an empty StoreMaster is falsy but was still given.
     app[keys.STORE_MASTER] = (

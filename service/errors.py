@@ -8,8 +8,10 @@ __all__ = [
     "ApiError",
     "BadRequest",
     "NotFound",
+    "PayloadTooLarge",
     "ServiceUnavailable",
     "Unauthorized",
+    "UnsupportedMediaType",
 ]
 
 
@@ -41,6 +43,16 @@ class Unauthorized(ApiError):
 class NotFound(ApiError):
     status = 404
     code = "not_found"
+
+
+class PayloadTooLarge(ApiError):
+    status = 413
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(ApiError):
+    status = 415
+    code = "unsupported_media_type"
 
 
 class ServiceUnavailable(ApiError):

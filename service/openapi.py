@@ -92,7 +92,8 @@ def _operations(settings: Settings) -> dict[str, dict[str, Any]]:
             f"images per job; `store_id` up to {settings.max_store_id_length} characters, "
             f"`visit_time` up to {settings.max_visit_time_length}, each image URL up to "
             f"{settings.max_url_length}. The body may hold at most {settings.max_body_bytes} "
-            "bytes (413 past it).",
+            "bytes (413 past it), and may be sent with `Content-Encoding: gzip` or `deflate` "
+            "(the decoded body counts against the limit; other codings are 415).",
             "operationId": "submitJob",
             "requestBody": {
                 "required": True,
@@ -102,6 +103,10 @@ def _operations(settings: Settings) -> dict[str, dict[str, Any]]:
                 "201": _json(JobCreatedSchema, "The job was accepted."),
                 "400": _ERROR_400,
                 "413": _json(ErrorSchema, "The request body is too large."),
+                "415": _json(
+                    ErrorSchema,
+                    "Unsupported Content-Encoding; `Accept-Encoding` names the ones accepted.",
+                ),
                 "503": _ERROR_503,
             },
         }

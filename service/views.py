@@ -6,10 +6,11 @@ import asyncio
 import json
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from service import keys
-from service.errors import BadRequest, NotFound
+from service.content_coding import decode_body, request_coding
+from service.errors import BadRequest, NotFound, PayloadTooLarge
 from service.jobs import JobSummary
 from service.json_body import json_response
 from service.schemas import (
@@ -36,23 +37,27 @@ _page_query_schema = PageQuerySchema()
 
 
 async def _read_json_object(request: web.Request) -> tuple[dict[str, Any], int]:
-    """The body as a JSON object, and its size in bytes (chunked bodies have no Content-Length)."""
+    """The body as a JSON object, and its decoded size in bytes (chunked bodies have no
+    Content-Length)."""
+    limit = request.app[keys.SETTINGS].max_body_bytes
+    # Before the body is read: an unsupported coding is refused whatever it holds.
+    coding = request_coding(request.headers.getall(hdrs.CONTENT_ENCODING, ()))
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
-        limit = request.app[keys.SETTINGS].max_body_bytes
-        raise web.HTTPRequestEntityTooLarge(
-            max_size=limit,
-            actual_size=request.content_length or 0,
-            reason=f"request body larger than {limit} bytes",
-        ) from None
-    if len(raw) > _THREAD_PARSE_BYTES:
-        body = await asyncio.to_thread(_decode_json, raw)
-    else:
-        body = _decode_json(raw)
+        raise PayloadTooLarge(f"request body larger than {limit} bytes") from None
+    # A compressed body decodes to up to the limit, however small it is.
+    if coding is not None or len(raw) > _THREAD_PARSE_BYTES:
+        return await asyncio.to_thread(_parse_body, raw, coding, limit)
+    return _parse_body(raw, coding, limit)
+
+
+def _parse_body(raw: bytes, coding: str | None, limit: int) -> tuple[dict[str, Any], int]:
+    data = raw if coding is None else decode_body(raw, coding, limit)
+    body = _decode_json(data)
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object")
-    return body, len(raw)
+    return body, len(data)
 
 
 def _decode_json(raw: bytes) -> Any:

@@ -1,16 +1,23 @@
-"""Client faults at submit: text that UTF-8 cannot encode answers 400, before it is stored."""
+"""Client faults at submit: a clear 4xx, never a 5xx or a traceback.
+
+Text that UTF-8 cannot encode, and bodies whose Content-Encoding lies or is unsupported.
+"""
 
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
+import zlib
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 
 from service import keys
+from service.config import Settings
 from tests.support.fault_host import FaultHost
 from tests.support.polling import wait_for_status
 
@@ -124,3 +131,108 @@ async def test_an_error_quoting_bytes_that_are_not_utf8_still_exports(
     assert export.status == 200
     rows = list(csv.DictReader(io.StringIO((await export.read()).decode("utf-8"))))
     assert [row["error"] for row in rows] == [expected]
+
+
+async def post_encoded(client: Client, body: bytes, coding: str) -> Any:
+    return await client.post(
+        "/api/submit/",
+        data=body,
+        headers={"Content-Type": "application/json", "Content-Encoding": coding},
+    )
+
+
+def raw_deflate(data: bytes) -> bytes:
+    compressor = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    return compressor.compress(data) + compressor.flush()
+
+
+ENCODED_BODIES: list[tuple[str, str, bytes]] = [
+    ("gzip", "gzip", gzip.compress(submission())),
+    ("x-gzip", "x-gzip", gzip.compress(submission())),
+    ("gzip in capitals", "GZIP", gzip.compress(submission())),
+    ("deflate, zlib format", "deflate", zlib.compress(submission())),
+    ("deflate, raw", "deflate", raw_deflate(submission())),
+    ("identity", "identity", submission()),
+    ("gzip then identity", "gzip, identity", gzip.compress(submission())),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "coding", "body"), ENCODED_BODIES, ids=[case for case, _, _ in ENCODED_BODIES]
+)
+async def test_a_body_in_a_supported_coding_is_decoded(
+    client: Client, case: str, coding: str, body: bytes
+) -> None:
+    response = await post_encoded(client, body, coding)
+    assert response.status == 201, await response.text()
+
+
+LYING_BODIES: list[tuple[str, str, bytes, str]] = [
+    ("plain JSON sent as gzip", "gzip", submission(), "gzip: incorrect header check"),
+    ("plain JSON sent as deflate", "deflate", submission(), "deflate: invalid"),
+    ("gzip cut short", "gzip", gzip.compress(submission())[:-12], "gzip: it ends early"),
+    ("empty gzip", "gzip", b"", "gzip: it ends early"),
+    (
+        "gzip with bytes after it",
+        "gzip",
+        gzip.compress(submission()) + b"{}",
+        "gzip: data after its end",
+    ),
+    ("gzip sent as deflate", "deflate", gzip.compress(submission()), "deflate: invalid"),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "coding", "body", "reason"), LYING_BODIES, ids=[c[0] for c in LYING_BODIES]
+)
+async def test_a_body_that_is_not_what_its_coding_says_is_400(
+    client: Client, case: str, coding: str, body: bytes, reason: str
+) -> None:
+    response = await post_encoded(client, body, coding)
+    assert response.status == 400
+    assert response.content_type == "application/json"
+    error = (await response.json())["error"]
+    assert error.startswith(f"request body is not valid {reason}"), error
+    assert client.app[keys.JOB_STORE].recent(10) == []
+
+
+@pytest.mark.parametrize(
+    ("coding", "shown"),
+    [
+        ("br", " 'br'"),
+        ("zstd", " 'zstd'"),
+        ("compress", " 'compress'"),
+        ("gzip, gzip", " 'gzip, gzip'"),
+        ("no-such-coding", " 'no-such-coding'"),
+        ("x" * 100, ""),
+    ],
+    ids=["br", "zstd", "compress", "stacked", "unknown", "long"],
+)
+async def test_an_unsupported_coding_is_415_naming_the_ones_accepted(
+    client: Client, coding: str, shown: str
+) -> None:
+    # RFC 9110 15.5.16: 415 for an unsupported content coding, with Accept-Encoding.
+    response = await post_encoded(client, submission(), coding)
+    assert response.status == 415
+    assert response.headers["Accept-Encoding"] == "gzip, deflate"
+    assert response.content_type == "application/json"
+    assert await response.json() == {
+        "error": f"unsupported Content-Encoding{shown}: send the body as gzip, deflate or identity"
+    }
+    assert client.app[keys.JOB_STORE].recent(10) == []
+
+
+async def test_a_decoded_body_over_the_limit_is_413(
+    make_client: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    client = await make_client(make_settings(max_body_bytes=1000))
+    fits = submission() + b" " * (1000 - len(submission()))
+    assert (await post_encoded(client, gzip.compress(fits), "gzip")).status == 201
+    # 100 kB of spaces is about 130 bytes compressed: a small body that decodes big.
+    bomb = gzip.compress(submission() + b" " * 100_000)
+    assert len(bomb) < 1000
+    response = await post_encoded(client, bomb, "gzip")
+    assert response.status == 413
+    assert (await response.json())["error"] == (
+        "request body larger than 1000 bytes once decoded (gzip)"
+    )
