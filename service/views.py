@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from typing import Any
 
 from aiohttp import hdrs, web
@@ -23,6 +24,8 @@ from service.schemas import (
 )
 
 __all__ = ["page_limit", "path_job_id", "routes"]
+
+log = logging.getLogger(__name__)
 
 routes = web.RouteTableDef()
 
@@ -46,6 +49,13 @@ async def _read_json_object(request: web.Request) -> tuple[dict[str, Any], int]:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise PayloadTooLarge(f"request body larger than {limit} bytes") from None
+    except ConnectionResetError:
+        # The client hung up mid-upload: its fault, and no one is left to answer.
+        log.info(
+            "client disconnected mid-upload",
+            extra={"remote": request.remote, "content_length": request.content_length},
+        )
+        raise BadRequest("request body incomplete: the client disconnected") from None
     # A compressed body decodes to up to the limit, however small it is.
     if coding is not None or len(raw) > _THREAD_PARSE_BYTES:
         return await asyncio.to_thread(_parse_body, raw, coding, limit)

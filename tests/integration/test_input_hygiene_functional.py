@@ -1,10 +1,12 @@
 """Client faults at submit: a clear 4xx, never a 5xx or a traceback.
 
-Text that UTF-8 cannot encode, and bodies whose Content-Encoding lies or is unsupported.
+Text that UTF-8 cannot encode, bodies whose Content-Encoding lies or is unsupported,
+and a client that hangs up mid-upload.
 """
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import gzip
 import io
@@ -14,12 +16,15 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from service import keys
+from service.app import create_app, create_runner
 from service.config import Settings
+from service.logging_setup import configure_logging, stop_logging
 from tests.support.fault_host import FaultHost
-from tests.support.polling import wait_for_status
+from tests.support.polling import eventually, wait_for_status
 
 Client = TestClient[Any, Any]
 
@@ -236,3 +241,50 @@ async def test_a_decoded_body_over_the_limit_is_413(
     assert (await response.json())["error"] == (
         "request body larger than 1000 bytes once decoded (gzip)"
     )
+
+
+@pytest.mark.parametrize(
+    ("framing", "declared"),
+    [(b"Content-Length: 1000\r\n\r\n", 1000), (b"Transfer-Encoding: chunked\r\n\r\n3e8\r\n", None)],
+    ids=["content-length", "chunked"],
+)
+@pytest.mark.usefixtures("restore_root_logging")
+async def test_a_client_gone_mid_upload_is_one_info_line_without_a_traceback(
+    settings: Settings, framing: bytes, declared: int | None
+) -> None:
+    stream = io.StringIO()
+    configure_logging("info", "json", stream)
+    # The service's own runner: aiohttp's test server cancels the handler instead.
+    runner = create_runner(create_app(settings))
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        _, writer = await asyncio.open_connection("127.0.0.1", runner.addresses[0][1])
+        head = b"POST /api/submit HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        writer.write(head + framing + submission()[:50])  # 50 of 1,000 bytes
+        await writer.drain()
+        server = runner.server
+        assert server is not None
+
+        async def handling() -> bool | None:
+            return True if server.requests_count else None
+
+        await eventually(handling)  # the handler is on its way to read the body
+        writer.close()
+        await writer.wait_closed()
+
+        async def answered() -> bool | None:
+            # The access line comes once the handler is done.
+            return True if '"logger": "aiohttp.access"' in stream.getvalue() else None
+
+        await eventually(answered, within=10)
+    finally:
+        await runner.cleanup()
+    stop_logging()  # writes out what the writer thread holds
+    entries = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [entry for entry in entries if entry["level"] != "info"] == []
+    assert [entry for entry in entries if "exception" in entry] == []
+    (gone,) = [entry for entry in entries if entry["logger"] == "service.views"]
+    assert gone["message"] == "client disconnected mid-upload"
+    assert gone["remote"] == "127.0.0.1"
+    assert gone["content_length"] == declared
