@@ -7,6 +7,7 @@ from typing import Any
 __all__ = [
     "ApiError",
     "BadRequest",
+    "ExpectationFailed",
     "NotFound",
     "PayloadTooLarge",
     "ServiceUnavailable",
@@ -43,6 +44,11 @@ class Unauthorized(ApiError):
 class NotFound(ApiError):
     status = 404
     code = "not_found"
+
+
+class ExpectationFailed(ApiError):
+    status = 417
+    code = "expectation_failed"
 
 
 class PayloadTooLarge(ApiError):

@@ -11,7 +11,7 @@ from marshmallow import ValidationError
 from service.errors import ApiError
 from service.schemas import flatten_messages
 
-__all__ = ["error_middleware"]
+__all__ = ["error_middleware", "error_response"]
 
 log = logging.getLogger(__name__)
 
@@ -25,14 +25,19 @@ def error_body(message: str, details: object = None) -> dict[str, object]:
     return body
 
 
+def error_response(exc: ApiError) -> web.Response:
+    """The JSON answer to ``exc``; also for what answers before the middlewares run."""
+    return web.json_response(
+        error_body(exc.message, exc.details), status=exc.status, headers=exc.headers
+    )
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ApiError as exc:
-        return web.json_response(
-            error_body(exc.message, exc.details), status=exc.status, headers=exc.headers
-        )
+        return error_response(exc)
     except ValidationError as exc:
         lines = flatten_messages(exc.messages)
         summary = "; ".join(lines[:MAX_MESSAGES_IN_SUMMARY])

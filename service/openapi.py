@@ -93,7 +93,9 @@ def _operations(settings: Settings) -> dict[str, dict[str, Any]]:
             f"`visit_time` up to {settings.max_visit_time_length}, each image URL up to "
             f"{settings.max_url_length}. The body may hold at most {settings.max_body_bytes} "
             "bytes (413 past it), and may be sent with `Content-Encoding: gzip` or `deflate` "
-            "(the decoded body counts against the limit; other codings are 415).",
+            "(the decoded body counts against the limit; other codings are 415). With "
+            "`Expect: 100-continue`, a declared `Content-Length` over the limit is answered "
+            "413 at once, without `100 Continue`.",
             "operationId": "submitJob",
             "requestBody": {
                 "required": True,
@@ -107,6 +109,7 @@ def _operations(settings: Settings) -> dict[str, dict[str, Any]]:
                     ErrorSchema,
                     "Unsupported Content-Encoding; `Accept-Encoding` names the ones accepted.",
                 ),
+                "417": _json(ErrorSchema, "An `Expect` other than `100-continue`."),
                 "503": _ERROR_503,
             },
         }

@@ -7,13 +7,14 @@ import json
 import logging
 from typing import Any
 
-from aiohttp import hdrs, web
+from aiohttp import HttpVersion11, hdrs, web
 
 from service import keys
 from service.content_coding import decode_body, request_coding
-from service.errors import BadRequest, NotFound, PayloadTooLarge
+from service.errors import BadRequest, ExpectationFailed, NotFound, PayloadTooLarge
 from service.jobs import JobSummary
 from service.json_body import json_response
+from service.middlewares import error_response
 from service.schemas import (
     HealthSchema,
     JobCreatedSchema,
@@ -79,8 +80,28 @@ def _decode_json(raw: bytes) -> Any:
         raise BadRequest("request body is not valid JSON: nested too deeply") from None
 
 
-@routes.post("/api/submit/")
-@routes.post("/api/submit")
+async def _expect_within_limit(request: web.Request) -> web.StreamResponse | None:
+    """``Expect: 100-continue`` invites the body only when its declared length fits:
+    over the limit, the 413 comes at once, before the client sends the body."""
+    if request.version != HttpVersion11:
+        return None  # RFC 9110 10.1.1: ignored in an HTTP/1.0 request
+    expect = request.headers.get(hdrs.EXPECT, "")
+    if expect.lower() != "100-continue":
+        return error_response(ExpectationFailed("only Expect: 100-continue is supported"))
+    limit = request.app[keys.SETTINGS].max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        response = error_response(PayloadTooLarge(f"request body larger than {limit} bytes"))
+        # The body will not come, so this connection cannot carry another request.
+        response.force_close()
+        return response
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    # As aiohttp's own handler does: the response proper has not started.
+    request.writer.output_size = 0
+    return None
+
+
+@routes.post("/api/submit/", expect_handler=_expect_within_limit)
+@routes.post("/api/submit", expect_handler=_expect_within_limit)
 async def submit_job(request: web.Request) -> web.Response:
     request.app[keys.JOB_MANAGER].check_admission()
     body, size = await _read_json_object(request)

@@ -1,7 +1,7 @@
 """Client faults at submit: a clear 4xx, never a 5xx or a traceback.
 
 Text that UTF-8 cannot encode, bodies whose Content-Encoding lies or is unsupported,
-and a client that hangs up mid-upload.
+``Expect: 100-continue`` for a body over the limit, and a client that hangs up mid-upload.
 """
 
 from __future__ import annotations
@@ -288,3 +288,72 @@ async def test_a_client_gone_mid_upload_is_one_info_line_without_a_traceback(
     assert gone["message"] == "client disconnected mid-upload"
     assert gone["remote"] == "127.0.0.1"
     assert gone["content_length"] == declared
+
+
+def expecting(length: int, expect: str = "100-continue") -> bytes:
+    return (
+        "POST /api/submit HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {length}\r\nExpect: {expect}\r\n\r\n"
+    ).encode()
+
+
+async def read_answer(reader: asyncio.StreamReader) -> tuple[str, dict[str, str], bytes]:
+    """One response: status line, headers (lower-case names) and its Content-Length body."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    status, *lines = head.decode().removesuffix("\r\n\r\n").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    length = int(headers.get("content-length", "0"))
+    return status, headers, await asyncio.wait_for(reader.readexactly(length), 10)
+
+
+async def test_expect_100_continue_over_the_limit_is_413_before_the_body_is_sent(
+    make_client: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    client = await make_client(make_settings(max_body_bytes=1000))
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.server.port)
+    try:
+        writer.write(expecting(1001))  # the headers only
+        await writer.drain()
+        # The first answer is the 413 itself: no "100 Continue" invited the body.
+        status, headers, body = await read_answer(reader)
+        assert status.startswith("HTTP/1.1 413 "), status
+        assert headers["content-type"].startswith("application/json")
+        assert json.loads(body) == {"error": "request body larger than 1000 bytes"}
+        # The body never comes, so the connection cannot carry another request.
+        assert headers["connection"] == "close"
+    finally:
+        writer.close()
+    assert client.app[keys.JOB_STORE].recent(10) == []
+
+
+async def test_expect_100_continue_within_the_limit_invites_the_body(
+    make_client: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    client = await make_client(make_settings(max_body_bytes=1000))
+    body = submission()
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.server.port)
+    try:
+        writer.write(expecting(len(body)))
+        await writer.drain()
+        assert await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10) == (
+            b"HTTP/1.1 100 Continue\r\n\r\n"
+        )
+        writer.write(body)
+        await writer.drain()
+        status, _, answer = await read_answer(reader)
+        assert status.startswith("HTTP/1.1 201 "), (status, answer)
+        assert json.loads(answer) == {"job_id": 1}
+    finally:
+        writer.close()
+
+
+async def test_an_expectation_other_than_100_continue_is_417_in_json(client: Client) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.server.port)
+    try:
+        writer.write(expecting(10, expect="something-else"))
+        await writer.drain()
+        status, _, body = await read_answer(reader)
+        assert status.startswith("HTTP/1.1 417 "), status
+        assert json.loads(body) == {"error": "only Expect: 100-continue is supported"}
+    finally:
+        writer.close()
