@@ -1,11 +1,10 @@
 """Request bodies' Content-Encoding: the codings submit accepts, decoded within the body limit.
 
 aiohttp's own request decoding is off (``auto_decompress=False`` in ``create_app``):
-a body that was not what its coding said surfaced in the handler as an unexpected
-error (a 500), and a coding it cannot decode (br, zstd without their packages) got a
-plain-text 400 from its parser. Here each gets its JSON answer, and the decoded size
-counts against the same limit as the body, so a small compressed bomb costs at most
-that limit.
+it makes a body that is not what its coding says an unexpected error in the handler
+(a 500), and a coding it cannot decode (br, zstd without their packages) a plain-text
+400 from its parser. Here each gets a JSON answer, and the decoded size counts against
+the same limit as the body, so a small compressed bomb costs at most that limit.
 """
 
 from __future__ import annotations

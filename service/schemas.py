@@ -46,7 +46,6 @@ __all__ = [
     "SubmitSchema",
     "flatten_messages",
     "parse_job_id",
-    "unencodable_text",
 ]
 
 
@@ -119,7 +118,7 @@ def _add_message(messages: dict[str | int, Any], path: tuple[str | int, ...], te
     node.setdefault(path[-1] if path else "_schema", []).append(text)
 
 
-def unencodable_text(document: Any) -> dict[str | int, Any]:
+def _unencodable_text(document: Any) -> dict[str | int, Any]:
     """Field messages for every string and key of a parsed JSON document that UTF-8
     cannot encode: lone surrogates, which ``json.loads`` makes from a ``\\ud800``
     escape or from the three bytes that would encode one."""
@@ -179,7 +178,7 @@ class SubmitSchema(Schema):
         # Text that UTF-8 cannot encode breaks the CSV export and makes JSON that
         # strict parsers refuse. Checked before the fields, so no error message
         # quotes such a key either.
-        problems = unencodable_text(data)
+        problems = _unencodable_text(data)
         if problems:
             raise ValidationError(problems)
         return data
