@@ -15,6 +15,8 @@ from io import BytesIO
 
 from PIL import Image, UnidentifiedImageError
 
+from service.jpeg_scans import count_scans
+
 __all__ = [
     "MeasureFailure",
     "MeasureOptions",
@@ -26,6 +28,8 @@ __all__ = [
 ]
 
 VERIFY_MODES = ("full", "header")
+# Pillow's names for files libjpeg decodes (an MPO is JPEGs in a row; load() decodes the first).
+_JPEG_FORMATS = frozenset({"JPEG", "MPO"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +53,7 @@ class MeasureOptions:
 
     verify: str
     max_pixels: int
+    max_jpeg_scans: int
 
 
 def init_worker(niceness: int = 0) -> None:
@@ -123,6 +128,14 @@ def _measure(data: bytes, options: MeasureOptions) -> Measurement | MeasureFailu
         if width * height > options.max_pixels:
             return MeasureFailure(f"image too large: {width}x{height}")
         if options.verify == "full":
+            # libjpeg decodes a progressive JPEG once per scan; a file repeating
+            # one scan thousands of times would hold this worker for minutes.
+            if image.format in _JPEG_FORMATS:
+                scans = count_scans(data, options.max_jpeg_scans)
+                if scans > options.max_jpeg_scans:
+                    return MeasureFailure(
+                        f"too many JPEG scans (more than {options.max_jpeg_scans})"
+                    )
             # load() decodes every pixel of the first frame, so corrupt or
             # truncated files fail here rather than passing on their header.
             image.load()

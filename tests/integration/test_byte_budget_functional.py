@@ -29,7 +29,9 @@ class HoldingMeasurer:
         self.most_held = max(self.most_held, self.holding)
         try:
             await asyncio.sleep(0.05)
-            return measure_image(data, MeasureOptions(verify="full", max_pixels=10_000_000))
+            return measure_image(
+                data, MeasureOptions(verify="full", max_pixels=10_000_000, max_jpeg_scans=100)
+            )
         finally:
             self.holding -= 1
 

@@ -20,7 +20,7 @@ async def started_pool(**overrides: Any) -> MeasurePool:
     """One real worker that obeys tests.support.pool_faults commands, started."""
     options: dict[str, Any] = {
         "workers": 1,
-        "options": MeasureOptions(verify="full", max_pixels=50_000_000),
+        "options": MeasureOptions(verify="full", max_pixels=50_000_000, max_jpeg_scans=100),
         "max_batch": 8,
         "max_batch_bytes": 50_000_000,
         "batch_function": pool_faults.measure_batch,

@@ -17,8 +17,8 @@ from service.imaging import (
 )
 from tests.support.images import make_image, truncated
 
-FULL = MeasureOptions(verify="full", max_pixels=50_000_000)
-HEADER = MeasureOptions(verify="header", max_pixels=50_000_000)
+FULL = MeasureOptions(verify="full", max_pixels=50_000_000, max_jpeg_scans=100)
+HEADER = MeasureOptions(verify="header", max_pixels=50_000_000, max_jpeg_scans=100)
 
 
 @pytest.mark.parametrize("extension", ["jpg", "png", "gif", "webp"])
@@ -44,7 +44,8 @@ def test_not_an_image() -> None:
 
 def test_pixel_limit_is_checked_before_decoding() -> None:
     result = measure_image(
-        make_image(100, 50, "png"), MeasureOptions(verify="full", max_pixels=4_999)
+        make_image(100, 50, "png"),
+        MeasureOptions(verify="full", max_pixels=4_999, max_jpeg_scans=100),
     )
     assert result == MeasureFailure("image too large: 100x50")
 

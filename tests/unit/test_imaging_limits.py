@@ -8,14 +8,16 @@ from service.imaging import MeasureFailure, Measurement, MeasureOptions, measure
 from tests.support.fault_host import png_bomb
 from tests.support.images import make_image, truncated
 
-FULL = MeasureOptions(verify="full", max_pixels=50_000_000)
+FULL = MeasureOptions(verify="full", max_pixels=50_000_000, max_jpeg_scans=100)
 
 
 @pytest.mark.parametrize("verify", ["full", "header"])
 def test_30000_by_30000_png_bomb_is_refused_before_decoding(verify: str) -> None:
     bomb = png_bomb(30_000, 30_000)
     assert len(bomb) < 200
-    result = measure_image(bomb, MeasureOptions(verify=verify, max_pixels=50_000_000))
+    result = measure_image(
+        bomb, MeasureOptions(verify=verify, max_pixels=50_000_000, max_jpeg_scans=100)
+    )
     assert result == MeasureFailure("image too large: 30000x30000")
 
 
@@ -27,7 +29,8 @@ def test_image_over_our_pixel_limit_but_under_pillows() -> None:
 def test_pillows_own_bomb_error_gets_the_same_message() -> None:
     # max_pixels above Pillow's limit (in this process): its error is reported as WxH too.
     result = measure_image(
-        png_bomb(30_000, 30_000), MeasureOptions(verify="full", max_pixels=10**12)
+        png_bomb(30_000, 30_000),
+        MeasureOptions(verify="full", max_pixels=10**12, max_jpeg_scans=100),
     )
     assert result == MeasureFailure("image too large: 30000x30000")
 
