@@ -9,6 +9,7 @@ from PIL import Image
 
 __all__ = [
     "FORMATS",
+    "jpeg_scan_bomb",
     "last_scan",
     "make_image",
     "progressive_jpeg",
@@ -59,6 +60,15 @@ def last_scan(jpeg: bytes) -> bytes:
 def repeat_last_scan(jpeg: bytes, times: int) -> bytes:
     """The scan-bomb form: the JPEG with its last scan repeated ``times`` more times."""
     return jpeg[:-2] + last_scan(jpeg) * times + b"\xff\xd9"
+
+
+@functools.lru_cache(maxsize=2)
+def jpeg_scan_bomb(width: int, height: int, repeats: int) -> bytes:
+    """A blank progressive JPEG whose last (AC refinement) scan repeats: small, slow to decode.
+
+    Encoding a 7000x7000 one takes Pillow about 0.5 s, hence the cache.
+    """
+    return repeat_last_scan(progressive_jpeg(width, height, blank=True), repeats)
 
 
 def truncated(data: bytes, keep: float = 0.5) -> bytes:
