@@ -96,8 +96,11 @@ async def measure_pool_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
     pool = MeasurePool(
         workers=settings.workers,
-        verify=settings.verify,
-        max_pixels=settings.max_pixels,
+        options=imaging.MeasureOptions(
+            verify=settings.verify,
+            max_pixels=settings.max_pixels,
+            max_jpeg_scans=settings.max_jpeg_scans,
+        ),
         max_batch=settings.batch_size,
         max_batch_bytes=settings.batch_max_bytes,
         batch_function=app.get(keys.BATCH_FUNCTION, imaging.measure_batch),

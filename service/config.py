@@ -73,6 +73,7 @@ class Settings:
     workers: int = _setting(0, _non_negative)
     verify: str = _setting("full", _one_of("full", "header"))
     max_pixels: int = _setting(50_000_000, _positive)
+    max_jpeg_scans: int = _setting(100, _positive)
     batch_size: int = _setting(48, _positive)
     batch_max_bytes: int = _setting(32_000_000, _positive)
     worker_niceness: int = _setting(10, _niceness)

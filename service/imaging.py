@@ -15,8 +15,11 @@ from io import BytesIO
 
 from PIL import Image, UnidentifiedImageError
 
+from service.jpeg_scans import count_scans
+
 __all__ = [
     "MeasureFailure",
+    "MeasureOptions",
     "Measurement",
     "init_worker",
     "measure_batch",
@@ -25,6 +28,8 @@ __all__ = [
 ]
 
 VERIFY_MODES = ("full", "header")
+# Pillow's names for files libjpeg decodes (an MPO is JPEGs in a row; load() decodes the first).
+_JPEG_FORMATS = frozenset({"JPEG", "MPO"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +45,15 @@ class Measurement:
 @dataclass(frozen=True, slots=True)
 class MeasureFailure:
     reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MeasureOptions:
+    """How images are measured; sent to the workers with every batch."""
+
+    verify: str
+    max_pixels: int
+    max_jpeg_scans: int
 
 
 def init_worker(niceness: int = 0) -> None:
@@ -83,14 +97,14 @@ def _too_large(data: bytes) -> MeasureFailure:
     )
 
 
-def measure_image(data: bytes, verify: str, max_pixels: int) -> Measurement | MeasureFailure:
+def measure_image(data: bytes, options: MeasureOptions) -> Measurement | MeasureFailure:
     """Return the image's original dimensions, or why it cannot be measured."""
     try:
         # Pillow's bomb check fires inside open() and load(); as an error, whatever the
         # process's warning filters, it stops the decode (the message is rebuilt below).
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            return _measure(data, verify, max_pixels)
+            return _measure(data, options)
     except UnidentifiedImageError:
         return MeasureFailure("not an image (unrecognised format)")
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -106,14 +120,22 @@ def measure_image(data: bytes, verify: str, max_pixels: int) -> Measurement | Me
         return MeasureFailure(f"unsupported or corrupt image: {type(exc).__name__}: {exc}")
 
 
-def _measure(data: bytes, verify: str, max_pixels: int) -> Measurement | MeasureFailure:
+def _measure(data: bytes, options: MeasureOptions) -> Measurement | MeasureFailure:
     with Image.open(BytesIO(data)) as image:
         width, height = image.size
         if width <= 0 or height <= 0:
             return MeasureFailure(f"invalid image dimensions: {width}x{height}")
-        if width * height > max_pixels:
+        if width * height > options.max_pixels:
             return MeasureFailure(f"image too large: {width}x{height}")
-        if verify == "full":
+        if options.verify == "full":
+            # libjpeg decodes a progressive JPEG once per scan; a file repeating
+            # one scan thousands of times would hold this worker for minutes.
+            if image.format in _JPEG_FORMATS:
+                scans = count_scans(data, options.max_jpeg_scans)
+                if scans > options.max_jpeg_scans:
+                    return MeasureFailure(
+                        f"too many JPEG scans (more than {options.max_jpeg_scans})"
+                    )
             # load() decodes every pixel of the first frame, so corrupt or
             # truncated files fail here rather than passing on their header.
             image.load()
@@ -121,7 +143,7 @@ def _measure(data: bytes, verify: str, max_pixels: int) -> Measurement | Measure
 
 
 def measure_batch(
-    images: list[bytes], verify: str, max_pixels: int
+    images: list[bytes], options: MeasureOptions
 ) -> list[Measurement | MeasureFailure]:
     """Measure several images in one pool call; one result per input, same order."""
-    return [measure_image(data, verify, max_pixels) for data in images]
+    return [measure_image(data, options) for data in images]

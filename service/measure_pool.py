@@ -30,7 +30,7 @@ from functools import partial
 from pathlib import Path
 
 from service import imaging
-from service.imaging import MeasureFailure, Measurement
+from service.imaging import MeasureFailure, Measurement, MeasureOptions
 
 __all__ = ["CRASHED_REASON", "BatchFunction", "MeasurePool", "default_worker_count"]
 
@@ -39,8 +39,8 @@ log = logging.getLogger(__name__)
 CRASHED_REASON = "image processing crashed (worker process died)"
 
 Result = Measurement | MeasureFailure
-# Runs in a worker: (images, verify, max_pixels) -> one result per image, same order.
-BatchFunction = Callable[[list[bytes], str, int], list[Result]]
+# Runs in a worker: (images, options) -> one result per image, same order.
+BatchFunction = Callable[[list[bytes], MeasureOptions], list[Result]]
 
 
 @dataclass(eq=False, slots=True)
@@ -71,8 +71,7 @@ class MeasurePool:
         self,
         *,
         workers: int,
-        verify: str,
-        max_pixels: int,
+        options: MeasureOptions,
         max_batch: int,
         max_batch_bytes: int,
         batch_function: BatchFunction = imaging.measure_batch,
@@ -83,8 +82,7 @@ class MeasurePool:
         # Told each batch's size as it goes out (the batch-size metric).
         self._on_batch = on_batch
         self._niceness = niceness
-        self._verify = verify
-        self._max_pixels = max_pixels
+        self._options = options
         self._max_batch = max_batch
         self._max_batch_bytes = max_batch_bytes
         self._batch_function = batch_function
@@ -190,15 +188,11 @@ class MeasurePool:
     def _submit(self, batch: list[_Pending]) -> ConcurrentFuture[list[Result]]:
         images = [item.data for item in batch]
         try:
-            return self._executor.submit(
-                self._batch_function, images, self._verify, self._max_pixels
-            )
+            return self._executor.submit(self._batch_function, images, self._options)
         except BrokenProcessPool:
             # The pool broke between our last result and now: start afresh, once.
             self._rebuild()
-            return self._executor.submit(
-                self._batch_function, images, self._verify, self._max_pixels
-            )
+            return self._executor.submit(self._batch_function, images, self._options)
 
     def _rebuild(self) -> None:
         broken = self._executor

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from service.config import Settings
 from service.downloader import Downloader, create_client_session
-from service.imaging import MeasureFailure, Measurement, measure_image
+from service.imaging import MeasureFailure, Measurement, MeasureOptions, measure_image
 from service.jobs import ImageOutcome
 from service.pipeline import Pipeline
 from tests.support.images import make_image
@@ -29,7 +29,9 @@ class HoldingMeasurer:
         self.most_held = max(self.most_held, self.holding)
         try:
             await asyncio.sleep(0.05)
-            return measure_image(data, "full", 10_000_000)
+            return measure_image(
+                data, MeasureOptions(verify="full", max_pixels=10_000_000, max_jpeg_scans=100)
+            )
         finally:
             self.holding -= 1
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from service.imaging import Measurement
+from service.imaging import Measurement, MeasureOptions
 from service.measure_pool import MeasurePool
 from tests.support import pool_faults
 from tests.support.images import make_image
@@ -20,8 +20,7 @@ async def started_pool(**overrides: Any) -> MeasurePool:
     """One real worker that obeys tests.support.pool_faults commands, started."""
     options: dict[str, Any] = {
         "workers": 1,
-        "verify": "full",
-        "max_pixels": 50_000_000,
+        "options": MeasureOptions(verify="full", max_pixels=50_000_000, max_jpeg_scans=100),
         "max_batch": 8,
         "max_batch_bytes": 50_000_000,
         "batch_function": pool_faults.measure_batch,

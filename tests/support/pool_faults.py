@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from service import imaging
-from service.imaging import MeasureFailure, Measurement
+from service.imaging import MeasureFailure, Measurement, MeasureOptions
 
 __all__ = ["FAILS_IN_COMPANY", "hold_always", "hold_once", "measure_batch", "wait_for"]
 
@@ -53,7 +53,7 @@ def _hold() -> MeasureFailure:
     return MeasureFailure("held worker was never killed")
 
 
-def _run(data: bytes, verify: str, max_pixels: int) -> Measurement | MeasureFailure:
+def _run(data: bytes, options: MeasureOptions) -> Measurement | MeasureFailure:
     command, _, argument = data.partition(b" ")
     if command == b"hold-once":
         pid_file = Path(argument.decode())
@@ -76,12 +76,12 @@ def _run(data: bytes, verify: str, max_pixels: int) -> Measurement | MeasureFail
         return Measurement(2, 2)
     if data == FAILS_IN_COMPANY:
         return Measurement(3, 3)
-    return imaging.measure_image(data, verify, max_pixels)
+    return imaging.measure_image(data, options)
 
 
 def measure_batch(
-    images: list[bytes], verify: str, max_pixels: int
+    images: list[bytes], options: MeasureOptions
 ) -> list[Measurement | MeasureFailure]:
     if FAILS_IN_COMPANY in images and len(images) > 1:
         raise ValueError("the whole call fails, as an unpicklable result would")
-    return [_run(data, verify, max_pixels) for data in images]
+    return [_run(data, options) for data in images]

@@ -72,6 +72,7 @@ def test_environment_variables_override(
         ({"RP_PORT": "70000"}, "port"),
         ({"RP_WORKERS": "-1"}, "workers"),
         ({"RP_VERIFY": "sometimes"}, "verify"),
+        ({"RP_MAX_JPEG_SCANS": "0"}, "max_jpeg_scans"),
         ({"RP_GPU_DELAY_MIN": "1", "RP_GPU_DELAY_MAX": "0.5"}, "gpu_delay_min"),
         ({"RP_MAX_IN_FLIGHT": "0"}, "max_in_flight"),
         ({"RP_IMAGE_BYTES_BUDGET": "1000", "RP_MAX_IMAGE_BYTES": "2000"}, "image_bytes_budget"),

@@ -8,15 +8,22 @@ from io import BytesIO
 import pytest
 from PIL import Image
 
-from service.imaging import MeasureFailure, Measurement, measure_batch, measure_image
+from service.imaging import (
+    MeasureFailure,
+    Measurement,
+    MeasureOptions,
+    measure_batch,
+    measure_image,
+)
 from tests.support.images import make_image, truncated
 
-BIG = 50_000_000
+FULL = MeasureOptions(verify="full", max_pixels=50_000_000, max_jpeg_scans=100)
+HEADER = MeasureOptions(verify="header", max_pixels=50_000_000, max_jpeg_scans=100)
 
 
 @pytest.mark.parametrize("extension", ["jpg", "png", "gif", "webp"])
 def test_measures_every_format(extension: str) -> None:
-    result = measure_image(make_image(64, 48, extension), "full", BIG)
+    result = measure_image(make_image(64, 48, extension), FULL)
     assert result == Measurement(64, 48)
     assert isinstance(result, Measurement)
     assert result.perimeter == 2 * (64 + 48)
@@ -24,26 +31,27 @@ def test_measures_every_format(extension: str) -> None:
 
 def test_full_verify_rejects_truncated_image_that_header_mode_accepts() -> None:
     data = truncated(make_image(320, 240, "jpg"))
-    full = measure_image(data, "full", BIG)
+    full = measure_image(data, FULL)
     assert isinstance(full, MeasureFailure)
     assert full.reason.startswith("corrupt or truncated image")
-    assert measure_image(data, "header", BIG) == Measurement(320, 240)
+    assert measure_image(data, HEADER) == Measurement(320, 240)
 
 
 def test_not_an_image() -> None:
-    result = measure_image(b"<html>nope</html>", "full", BIG)
+    result = measure_image(b"<html>nope</html>", FULL)
     assert result == MeasureFailure("not an image (unrecognised format)")
 
 
 def test_pixel_limit_is_checked_before_decoding() -> None:
-    result = measure_image(make_image(100, 50, "png"), "full", 4_999)
+    result = measure_image(
+        make_image(100, 50, "png"),
+        MeasureOptions(verify="full", max_pixels=4_999, max_jpeg_scans=100),
+    )
     assert result == MeasureFailure("image too large: 100x50")
 
 
 def test_batch_keeps_order_and_isolates_failures() -> None:
-    results = measure_batch(
-        [make_image(10, 20, "png"), b"junk", make_image(3, 4, "gif")], "full", BIG
-    )
+    results = measure_batch([make_image(10, 20, "png"), b"junk", make_image(3, 4, "gif")], FULL)
     assert results[0] == Measurement(10, 20)
     assert isinstance(results[1], MeasureFailure)
     assert results[2] == Measurement(3, 4)
@@ -62,9 +70,7 @@ def test_unexpected_decoder_exception_fails_only_its_own_image() -> None:
     poison = _dds_with_unknown_pixel_format()
     with pytest.raises(NotImplementedError):
         Image.open(BytesIO(poison))  # what Pillow itself does with it
-    results = measure_batch(
-        [make_image(10, 20, "png"), poison, make_image(3, 4, "gif")], "full", BIG
-    )
+    results = measure_batch([make_image(10, 20, "png"), poison, make_image(3, 4, "gif")], FULL)
     assert results[0] == Measurement(10, 20)
     assert isinstance(results[1], MeasureFailure)
     assert results[1].reason.startswith("unsupported or corrupt image: NotImplementedError")

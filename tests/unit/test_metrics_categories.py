@@ -22,6 +22,7 @@ from service.metrics import FAILURE_CATEGORIES, failure_category
         ("bad response: Invalid header", "connection"),
         ("image larger than 25000000 bytes", "too_large"),
         ("image too large: 90000x90000", "too_large"),
+        ("too many JPEG scans (more than 100)", "too_many_scans"),
         ("too many redirects (more than 5)", "redirects"),
         ("redirect to a non-http(s) URL: ftp://x", "redirects"),
         ("invalid URL: http://[::1", "invalid_url"),
