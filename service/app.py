@@ -63,6 +63,7 @@ def create_app(settings: Settings, store_master: StoreMaster | None = None) -> w
             max_images_per_job=settings.max_images_per_job,
             max_url_length=settings.max_url_length,
             max_store_id_length=settings.max_store_id_length,
+            allow_url_credentials=settings.allow_url_credentials,
         )
     )
     app[keys.METRICS] = Metrics()

@@ -89,6 +89,7 @@ def _operations(settings: Settings) -> dict[str, dict[str, Any]]:
             max_images_per_job=settings.max_images_per_job,
             max_url_length=settings.max_url_length,
             max_store_id_length=settings.max_store_id_length,
+            allow_url_credentials=settings.allow_url_credentials,
         )
     )
     submit = {

@@ -67,6 +67,7 @@ def _submit_schema() -> SubmitSchema:
             max_images_per_job=settings.max_images_per_job,
             max_url_length=settings.max_url_length,
             max_store_id_length=settings.max_store_id_length,
+            allow_url_credentials=settings.allow_url_credentials,
         )
     )
 
