@@ -49,8 +49,12 @@ def _networks(*specs: str) -> tuple[IPNetwork, ...]:
     return tuple(ipaddress.ip_network(spec) for spec in specs)
 
 
-# IANA special-purpose ranges, listed rather than trusting ``is_global``, whose
-# answers differ between Python patch releases (3.11.7 calls ::7f00:1 global).
+# The IANA IPv4 and IPv6 special-purpose address registries, entry by entry, listed
+# rather than trusting ``is_global``, whose answers differ between Python patch
+# releases (3.11.7 calls ::7f00:1 global). Entries the registry calls globally
+# reachable are blocked too: they are anycast services (AS112, AMT, PCP, TURN) that
+# reach whichever instance is nearest, possibly one inside our own network, and no
+# image lives there.
 _BLOCKED_V4 = _networks(
     "0.0.0.0/8",  # "this network", includes the unspecified address
     "10.0.0.0/8",  # private
@@ -58,31 +62,43 @@ _BLOCKED_V4 = _networks(
     "127.0.0.0/8",  # loopback
     "169.254.0.0/16",  # link-local, includes the cloud metadata endpoint
     "172.16.0.0/12",  # private
-    "192.0.0.0/24",  # IETF protocol assignments
+    # IETF protocol assignments: DS-Lite, dummy, PCP and TURN anycast, NAT64 discovery.
+    "192.0.0.0/24",
     "192.0.2.0/24",  # documentation (TEST-NET-1)
-    "192.88.99.0/24",  # deprecated 6to4 relay anycast
+    "192.31.196.0/24",  # AS112-v4 anycast DNS sink
+    "192.52.193.0/24",  # AMT relay anycast
+    "192.88.99.0/24",  # deprecated 6to4 relay anycast, and the 6a44 relay
     "192.168.0.0/16",  # private
+    "192.175.48.0/24",  # AS112 direct delegation
     "198.18.0.0/15",  # benchmarking
     "198.51.100.0/24",  # documentation (TEST-NET-2)
     "203.0.113.0/24",  # documentation (TEST-NET-3)
-    "224.0.0.0/4",  # multicast
+    "224.0.0.0/4",  # multicast (its own registry)
     "240.0.0.0/4",  # reserved, includes the limited broadcast address
 )
+# Only 2000::/3 is allocated for global unicast; the rest of the IPv6 space is
+# reserved or special, so an address outside it (other than the IPv4-embedding forms
+# below) is refused whether or not a registry entry names it. That covers the
+# unspecified and loopback addresses (::/96), local-use NAT64 (64:ff9b:1::/48),
+# discard-only (100::/64), the dummy prefix (100:0:0:1::/64), segment routing
+# (5f00::/16), unique local (fc00::/7), link-local (fe80::/10), deprecated
+# site-local (fec0::/10) and multicast (ff00::/8).
+_GLOBAL_UNICAST_V6 = ipaddress.IPv6Network("2000::/3")
+# The registry's entries inside 2000::/3.
 _BLOCKED_V6 = _networks(
-    "::/96",  # unspecified, loopback and the deprecated IPv4-compatible form
-    "64:ff9b:1::/48",  # local-use NAT64
-    "100::/64",  # discard-only
-    "2001::/23",  # IETF protocol assignments, includes Teredo (2001::/32)
+    # IETF protocol assignments: Teredo, PCP, TURN and DNS-SD anycast, benchmarking,
+    # AMT, AS112-v6, ORCHID and ORCHIDv2, drone remote ID tags.
+    "2001::/23",
     "2001:db8::/32",  # documentation
+    "2620:4f:8000::/48",  # AS112 direct delegation
     "3fff::/20",  # documentation
-    "5f00::/16",  # segment routing
-    "fc00::/7",  # unique local (private)
-    "fe80::/10",  # link-local
-    "fec0::/10",  # deprecated site-local
-    "ff00::/8",  # multicast
 )
-# IPv6 forms that carry an IPv4 address: judged by the address they carry.
-_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+# IPv6 forms that carry an IPv4 address in their last 32 bits: judged by that
+# address. (IPv4-mapped ::ffff:0:0/96 and 6to4 2002::/16 are read by ipaddress.)
+_IPV4_EMBEDDING = _networks(
+    "64:ff9b::/96",  # NAT64 well-known prefix
+    "::ffff:0:0:0/96",  # SIIT IPv4-translated
+)
 _IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
 
 # Host spellings that inet_aton (and so getaddrinfo) reads as IPv4: 2130706433,
@@ -95,7 +111,9 @@ def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | No
         return address.ipv4_mapped
     if address.sixtofour is not None:
         return address.sixtofour
-    if address in _NAT64 or (address in _IPV4_COMPATIBLE and int(address) > 1):
+    if any(address in network for network in _IPV4_EMBEDDING) or (
+        address in _IPV4_COMPATIBLE and int(address) > 1
+    ):
         return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return None
 
@@ -106,7 +124,7 @@ def is_public_address(address: IPAddress) -> bool:
         embedded = _embedded_ipv4(address)
         if embedded is not None:
             return is_public_address(embedded)
-        if address.teredo is not None:
+        if address.teredo is not None or address not in _GLOBAL_UNICAST_V6:
             return False
         return not any(address in network for network in _BLOCKED_V6)
     return not any(address in network for network in _BLOCKED_V4)

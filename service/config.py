@@ -90,6 +90,7 @@ class Settings:
     image_bytes_budget: int = _setting(256_000_000, _positive)
     allow_private_networks: bool = _setting(False)
     allowed_hosts: tuple[str, ...] = _setting((), _host_names)
+    allow_url_credentials: bool = _setting(False)
     retry_attempts: int = _setting(3, _positive)
     retry_base_delay: float = _setting(0.5, _non_negative)
     retry_max_delay: float = _setting(10.0, _non_negative)

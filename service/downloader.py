@@ -26,6 +26,7 @@ from service.byte_budget import ByteLease
 from service.circuit_breaker import CircuitBreaker, origin_key
 from service.config import Settings
 from service.retry import RETRYABLE_STATUSES, RetryPolicy, parse_retry_after
+from service.url_credentials import mask_credentials
 
 __all__ = [
     "CIRCUIT_OPEN",
@@ -45,9 +46,14 @@ CIRCUIT_OPEN = "host unavailable (circuit open)"
 
 
 class FetchError(Exception):
-    """A download failed for good; ``reason`` is the short human explanation."""
+    """A download failed for good; ``reason`` is the short human explanation.
+
+    Reasons are shown to clients and logged, and some quote a URL (a redirect
+    target, aiohttp's own message), so any password in them is masked here.
+    """
 
     def __init__(self, reason: str) -> None:
+        reason = mask_credentials(reason)
         super().__init__(reason)
         self.reason = reason
 
@@ -66,6 +72,7 @@ class _Transient(Exception):
     """Internal: a failure worth retrying, which also counts against the origin."""
 
     def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        reason = mask_credentials(reason)  # it becomes a RetryLater or FetchError reason
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after

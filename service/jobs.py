@@ -53,9 +53,13 @@ class JobStatus(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Visit:
+    """``image_urls`` are the URLs as shown, passwords masked (``user:***@``);
+    ``fetch_urls`` holds them as given, only when that differs, for the download."""
+
     store_id: str
     visit_time: str
     image_urls: tuple[str, ...]
+    fetch_urls: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,7 +206,7 @@ class Job:
         """(flat index, url) of every image whose store is known, in submission order."""
         for visit, store, start in zip(self.visits, self.stores, self.visit_starts, strict=True):
             if store is not None:
-                for offset, url in enumerate(visit.image_urls):
+                for offset, url in enumerate(visit.fetch_urls or visit.image_urls):
                     yield start + offset, url
 
     def visit_at(self, index: int) -> int:

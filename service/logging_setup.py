@@ -7,6 +7,7 @@ import json
 import logging
 import logging.handlers
 import queue
+import re
 import sys
 from datetime import UTC, datetime
 from typing import IO, Any
@@ -35,6 +36,10 @@ def _timestamp(record: logging.LogRecord) -> str:
     return datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
 
 
+_JSON_UNSAFE = re.compile(r"[\x85\u2028\u2029]")
+_JSON_LINE_BREAKS = {code: f"\\u{code:04x}" for code in (0x85, 0x2028, 0x2029)}
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: timestamp, level, logger, message, then the extras."""
 
@@ -50,17 +55,52 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         # default=str: an extra that is not JSON (a datetime, a Path) must not lose the line.
-        return json.dumps(entry, default=str, ensure_ascii=False)
+        line = json.dumps(entry, default=str, ensure_ascii=False)
+        # JSON leaves these raw, but str.splitlines and some viewers break lines there.
+        return line.translate(_JSON_LINE_BREAKS) if _JSON_UNSAFE.search(line) else line
+
+
+# What must not reach a text line raw: C0 and C1 controls and DEL (a newline would
+# forge a line, an ESC would drive the terminal) and the Unicode line and paragraph
+# separators (str.splitlines and some log viewers break lines there).
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_ESCAPES: dict[int, str] = {
+    **{code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0))},
+    **{ord(char): escape for char, escape in (("\n", r"\n"), ("\r", r"\r"), ("\t", r"\t"))},
+    **{code: f"\\u{code:04x}" for code in (0x2028, 0x2029)},
+}
+# A value with any of these is quoted, so it cannot pass for more key=value pairs.
+_NEEDS_QUOTES = re.compile(r'[\s="\\\x00-\x1f\x7f-\x9f\u2028\u2029]')
+
+
+def _escape(text: str) -> str:
+    """Control characters as escapes, as JSON writes them: the record stays one line."""
+    return text.translate(_ESCAPES) if _UNSAFE.search(text) else text
+
+
+def _text_value(value: object) -> str:
+    text = str(value)
+    if text and not _NEEDS_QUOTES.search(text):
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').translate(_ESCAPES) + '"'
 
 
 class TextFormatter(logging.Formatter):
-    """``time LEVEL logger: message key=value ...`` for people reading a terminal."""
+    """``time LEVEL logger: message key=value ...`` for people reading a terminal.
+
+    Messages and values can carry client text (a store id, a URL), so control
+    characters are escaped and values with spaces, quotes or ``=`` are quoted: a
+    record is one line. Only the traceback after it spans lines.
+    """
 
     def format(self, record: logging.LogRecord) -> str:
-        text = f"{_timestamp(record)} {record.levelname} {record.name}: {record.getMessage()}"
+        message = _escape(record.getMessage())
+        text = f"{_timestamp(record)} {record.levelname} {record.name}: {message}"
         extras = _extras(record)
         if extras:
-            text += " " + " ".join(f"{key}={value}" for key, value in extras.items())
+            text += " " + " ".join(
+                f"{_escape(key)}={_text_value(value)}" for key, value in extras.items()
+            )
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
         return text

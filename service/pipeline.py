@@ -28,6 +28,7 @@ from service.downloader import FetchError, RetryLater
 from service.imaging import MeasureFailure, Measurement
 from service.jobs import ImageOutcome
 from service.typedefs import ImageWork, SettleCallback
+from service.url_credentials import mask_credentials
 
 __all__ = ["GPU_WAIT_TICK", "FairQueue", "Pipeline", "gpu_wait_ends"]
 
@@ -224,7 +225,7 @@ class Pipeline:
                 return ImageOutcome.failed("image processing was cancelled")
             except Exception as exc:
                 # A bug must cost one image, never a worker.
-                log.exception("unexpected error processing %s", url)
+                log.exception("unexpected error processing %s", mask_credentials(url))
                 return ImageOutcome.failed(f"internal error: {type(exc).__name__}")
         if isinstance(result, MeasureFailure):
             return ImageOutcome.failed(result.reason)

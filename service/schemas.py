@@ -24,6 +24,7 @@ from yarl import URL
 
 from service.config import Settings
 from service.jobs import Visit, normalise_visit_time
+from service.url_credentials import credentials_refusals, masked_urls
 
 __all__ = [
     "MAX_OFFSET",
@@ -55,6 +56,7 @@ class RequestLimits:
     max_url_length: int
     max_store_id_length: int
     max_visit_time_length: int
+    allow_url_credentials: bool
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RequestLimits:
@@ -63,6 +65,7 @@ class RequestLimits:
             max_url_length=settings.max_url_length,
             max_store_id_length=settings.max_store_id_length,
             max_visit_time_length=settings.max_visit_time_length,
+            allow_url_credentials=settings.allow_url_credentials,
         )
 
 
@@ -222,18 +225,34 @@ class SubmitSchema(Schema):
                 "visits",
             )
 
+    @validates_schema
+    def _check_url_credentials(self, data: dict[str, Any], **_: Any) -> None:
+        allowed = self.limits.allow_url_credentials
+        errors: dict[str, Any] = {}
+        for position, visit in enumerate(data.get("visits", [])):
+            refused = credentials_refusals(visit["image_url"], allowed=allowed)
+            if refused:
+                errors[str(position)] = {
+                    "image_url": {index: [reason] for index, reason in refused.items()}
+                }
+        if errors:
+            raise ValidationError({"visits": errors})
+
     @post_load
     def _make_submission(self, data: dict[str, Any], **_: Any) -> Submission:
-        return Submission(
-            tuple(
-                Visit(
-                    store_id=visit["store_id"],
-                    visit_time=normalise_visit_time(visit["visit_time"]),
-                    image_urls=tuple(visit["image_url"]),
-                )
-                for visit in data["visits"]
-            )
-        )
+        return Submission(tuple(_visit(visit) for visit in data["visits"]))
+
+
+def _visit(data: dict[str, Any]) -> Visit:
+    # Passwords in URLs are masked for everything that shows them; only the
+    # download gets the URLs as given.
+    shown, fetched = masked_urls(data["image_url"])
+    return Visit(
+        store_id=data["store_id"],
+        visit_time=normalise_visit_time(data["visit_time"]),
+        image_urls=shown,
+        fetch_urls=fetched,
+    )
 
 
 class PageQuerySchema(Schema):

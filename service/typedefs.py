@@ -10,7 +10,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ImageWork", "JobObserver", "SettleCallback", "WorkSink"]
 
-# (flat image index within its job, image URL)
+# (flat image index within its job, image URL as given: credentials unmasked, never shown)
 ImageWork: TypeAlias = tuple[int, str]
 
 # Called by the pipeline with a job id and a batch of (flat index, outcome).

@@ -5,18 +5,30 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, TypeAlias
 
+import aiohttp
 import pytest
+from aiohttp import ClientMiddlewareType
+from aiohttp.abc import AbstractResolver
+from aiohttp.connector import AddrInfoType
 
-from service.address_policy import ADDRESS_NOT_ALLOWED, AddressPolicy, guarded_socket_factory
+from service.address_policy import (
+    ADDRESS_NOT_ALLOWED,
+    AddressPolicy,
+    GuardedResolver,
+    destination_guard,
+    guarded_socket_factory,
+)
 from service.config import Settings
 from service.downloader import Downloader, FetchError, create_client_session
 from tests.support.fault_host import FaultHost
 from tests.support.image_host import ImageHost
 from tests.support.resolvers import StubResolver
+from tests.support.special_addresses import SPECIAL_ADDRESSES
 
 MakeDownloader = Callable[..., Downloader]
+SocketFactory: TypeAlias = Callable[[AddrInfoType], socket.socket]
 
 # Standing in for a public address: the rest of loopback stays refused.
 PUBLIC_STAND_IN = ipaddress.ip_network("127.0.0.2/32")
@@ -132,3 +144,65 @@ def test_socket_gate_refuses_what_the_resolver_never_saw() -> None:
         create((socket.AF_INET, socket.SOCK_STREAM, 6, "", ("169.254.169.254", 80)))
     sock = create((socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", 80)))
     sock.close()
+
+
+def tripwire(gate: Callable[[AddrInfoType], socket.socket] | None = None) -> SocketFactory:
+    """A socket factory that never connects: it asks ``gate`` (if any), then refuses anyway.
+
+    Behind a gate under test it proves the refusal came from the gate; standing in
+    for the socket gate it proves an earlier gate refused before any socket.
+    """
+
+    def create(addr_info: AddrInfoType) -> socket.socket:
+        if gate is not None:
+            gate(addr_info).close()
+        raise OSError(f"tripwire: a socket to {addr_info[4][0]} was allowed")
+
+    return create
+
+
+def session_with(
+    *,
+    resolver: AbstractResolver | None = None,
+    socket_factory: SocketFactory,
+    middlewares: tuple[ClientMiddlewareType, ...] = (),
+) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(resolver=resolver, socket_factory=socket_factory)
+    return aiohttp.ClientSession(connector=connector, middlewares=middlewares)
+
+
+def url_host(address: str) -> str:
+    return f"[{address}]" if ":" in address else address
+
+
+@pytest.mark.parametrize(("address", "entry"), SPECIAL_ADDRESSES)
+async def test_a_name_resolving_to_a_special_address_is_refused_by_the_resolver(
+    make_settings: Callable[..., Settings], address: str, entry: str
+) -> None:
+    policy = AddressPolicy()
+    resolver = GuardedResolver(policy, StubResolver([address]))
+    async with session_with(resolver=resolver, socket_factory=tripwire()) as session:
+        downloader = Downloader(session, make_settings(retry_attempts=1))
+        assert await reason_for(downloader, "http://images.test/x.jpg") == ADDRESS_NOT_ALLOWED
+
+
+@pytest.mark.parametrize(("address", "entry"), SPECIAL_ADDRESSES)
+async def test_a_name_resolving_to_a_special_address_is_refused_by_the_socket_gate(
+    make_settings: Callable[..., Settings], address: str, entry: str
+) -> None:
+    # The resolver is not guarded here: the socket gate alone must refuse.
+    gate = tripwire(guarded_socket_factory(AddressPolicy()))
+    async with session_with(resolver=StubResolver([address]), socket_factory=gate) as session:
+        downloader = Downloader(session, make_settings(retry_attempts=1))
+        assert await reason_for(downloader, "http://images.test/x.jpg") == ADDRESS_NOT_ALLOWED
+
+
+@pytest.mark.parametrize(("address", "entry"), SPECIAL_ADDRESSES)
+async def test_a_special_address_literal_in_a_url_is_refused_by_the_destination_guard(
+    make_settings: Callable[..., Settings], address: str, entry: str
+) -> None:
+    guard = destination_guard(AddressPolicy())
+    async with session_with(socket_factory=tripwire(), middlewares=(guard,)) as session:
+        downloader = Downloader(session, make_settings(retry_attempts=1))
+        url = f"http://{url_host(address)}/x.jpg"
+        assert await reason_for(downloader, url) == ADDRESS_NOT_ALLOWED

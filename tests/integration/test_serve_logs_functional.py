@@ -23,7 +23,12 @@ pytestmark = pytest.mark.slow
 
 
 async def serve_one_job(
-    port: int, stores_csv: Path, image_host: ImageHost, log_file: Path, env: dict[str, str]
+    port: int,
+    stores_csv: Path,
+    image_host: ImageHost,
+    log_file: Path,
+    env: dict[str, str],
+    unknown_store: str = "GHOST",
 ) -> int:
     """Start the service, run one job with a good, a missing and an unknown-store image,
     stop it with SIGTERM; returns the exit code. Its stderr goes to ``log_file``."""
@@ -80,7 +85,7 @@ async def serve_one_job(
                         "visit_time": "t",
                     },
                     {
-                        "store_id": "GHOST",
+                        "store_id": unknown_store,
                         "image_url": ["http://g.test/1", "http://g.test/2"],
                         "visit_time": "t",
                     },
@@ -148,6 +153,28 @@ async def test_text_log_lines(
     assert "INFO service.job_manager: job finished job_id=1 status=failed" in text
     assert "INFO aiohttp.access: POST /api/submit 201 method=POST" in text
     assert not any(line.startswith("{") for line in text.splitlines())
+
+
+async def test_text_log_lines_cannot_be_forged_through_a_store_id(
+    unused_tcp_port: int, stores_csv: Path, image_host: ImageHost, tmp_path: Path
+) -> None:
+    log_file = tmp_path / "stderr.log"
+    forged = "GHOST\nFAKE level=error job_id=99\r\x1b[2K\u2028x"
+    code = await serve_one_job(
+        unused_tcp_port,
+        stores_csv,
+        image_host,
+        log_file,
+        {"RP_LOG_FORMAT": "text"},
+        unknown_store=forged,
+    )
+    assert code == 0
+    lines = log_file.read_text(encoding="utf-8").splitlines()
+    (line,) = [line for line in lines if "images of an unknown store failed" in line]
+    assert r'store_id="GHOST\nFAKE level=error job_id=99\r\x1b[2K\u2028x"' in line
+    assert not [line for line in lines if "FAKE" in line and "unknown store" not in line]
+    # Every line is a record (timestamp first) or part of a traceback; there is none here.
+    assert all(line[:4].isdigit() for line in lines)
 
 
 async def test_log_level_comes_from_config(

@@ -9,6 +9,7 @@ Paths:
   /redirect/<n>/<W>x<H>.<ext>     n redirects, then the image
   /redirect-to?url=<u>            a redirect to u
   /hold/<W>x<H>.<ext>             an image once the test calls ``release()``
+  /basic-auth/<W>x<H>.<ext>       an image with HTTP Basic auth as BASIC_AUTH, else 401
 Every request's path is recorded in ``requests``.
 """
 
@@ -18,12 +19,16 @@ import asyncio
 import re
 from collections.abc import Awaitable, Callable
 
-from aiohttp import web
+from aiohttp import encode_basic_auth, web
 from aiohttp.test_utils import TestServer
 
 from tests.support.images import make_image, truncated
 
-__all__ = ["ImageHost", "build_image_host_app"]
+__all__ = ["BASIC_AUTH", "ImageHost", "build_image_host_app"]
+
+# The user and password /basic-auth/ wants; not in its path, so a test can check
+# that the password shows nowhere.
+BASIC_AUTH = ("field-agent", "s3cret-Pa55w0rd")
 
 _SIZE = re.compile(r"^(\d+)x(\d+)\.(jpg|jpeg|png|gif|webp)$")
 _CONTENT_TYPES = {
@@ -85,7 +90,13 @@ def build_image_host_app(requests: list[str], gate: asyncio.Event | None = None)
         await held.wait()
         return _image_response(request.match_info["name"])
 
+    async def basic_auth(request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") != encode_basic_auth(*BASIC_AUTH):
+            raise web.HTTPUnauthorized(headers={"WWW-Authenticate": 'Basic realm="images"'})
+        return _image_response(request.match_info["name"])
+
     app = web.Application(middlewares=[record])
+    app.router.add_get("/basic-auth/{name}", basic_auth)
     app.router.add_get("/hold/{name}", hold)
     app.router.add_get("/img/{name}", image)
     app.router.add_get("/truncated/{name}", truncated_image)

@@ -13,8 +13,10 @@ from service.address_policy import (
     DestinationNotAllowed,
     GuardedResolver,
     host_address,
+    is_public_address,
 )
 from tests.support.resolvers import StubResolver
+from tests.support.special_addresses import PUBLIC_NEIGHBOURS, SPECIAL_ADDRESSES
 
 # (URL host as written, allowed when private networks are blocked?)
 HOSTS = [
@@ -82,6 +84,21 @@ def test_address_forms(host: str, public: bool, allow_private: bool) -> None:
         with pytest.raises(DestinationNotAllowed) as refused:
             policy.check_host(host)
         assert refused.value.reason == ADDRESS_NOT_ALLOWED
+
+
+@pytest.mark.parametrize(("address", "entry"), SPECIAL_ADDRESSES)
+def test_every_special_purpose_range_is_refused(address: str, entry: str) -> None:
+    assert not is_public_address(ipaddress.ip_address(address)), entry
+    with pytest.raises(DestinationNotAllowed) as refused:
+        AddressPolicy().check_host(f"[{address}]" if ":" in address else address)
+    assert refused.value.reason == ADDRESS_NOT_ALLOWED
+    AddressPolicy(allow_private_networks=True).check_host(address)
+
+
+@pytest.mark.parametrize("address", PUBLIC_NEIGHBOURS)
+def test_public_addresses_next_to_the_refused_ranges_pass(address: str) -> None:
+    assert is_public_address(ipaddress.ip_address(address))
+    AddressPolicy().check_host(f"[{address}]" if ":" in address else address)
 
 
 @pytest.mark.parametrize(

@@ -51,11 +51,72 @@ def test_json_line_survives_values_json_cannot_encode_and_exceptions() -> None:
     assert "ValueError: boom" in entry["exception"]
 
 
+@pytest.mark.parametrize("char", ["\n", "\r", "\x1b", "\x85", "\u2028", "\u2029"])
+def test_json_line_stays_one_line_and_keeps_the_text(char: str) -> None:
+    line = JsonFormatter().format(_record(store_id=f"GHOST{char}FAKE"))
+    assert line.splitlines() == [line]
+    assert json.loads(line)["store_id"] == f"GHOST{char}FAKE"
+
+
 def test_text_line_is_readable() -> None:
     line = TextFormatter().format(_record(job_id=7))
     assert line.endswith("WARNING service.jobs: job 7 finished job_id=7")
     with pytest.raises(json.JSONDecodeError):
         json.loads(line)
+
+
+# Every character that could end a line or drive a terminal, and how a text log writes it.
+CONTROL_ESCAPES = [
+    ("\n", r"\n"),
+    ("\r", r"\r"),
+    ("\t", r"\t"),
+    ("\x00", r"\x00"),
+    ("\x0b", r"\x0b"),
+    ("\x0c", r"\x0c"),
+    ("\x1b", r"\x1b"),
+    ("\x1c", r"\x1c"),
+    ("\x1e", r"\x1e"),
+    ("\x7f", r"\x7f"),
+    ("\x85", r"\x85"),
+    ("\x9f", r"\x9f"),
+    ("\u2028", r"\u2028"),
+    ("\u2029", r"\u2029"),
+]
+
+
+@pytest.mark.parametrize(("char", "escaped"), CONTROL_ESCAPES)
+def test_text_line_escapes_control_characters_in_message_and_values(
+    char: str, escaped: str
+) -> None:
+    record = logging.LogRecord(
+        "service.images", logging.INFO, __file__, 1, "store %s failed", (f"a{char}b",), None
+    )
+    record.store_id = f"GHOST{char}FAKE"
+    line = TextFormatter().format(record)
+    assert line.splitlines() == [line]
+    assert f": store a{escaped}b failed " in line
+    assert line.endswith(f' store_id="GHOST{escaped}FAKE"')
+
+
+def test_text_values_are_quoted_so_they_cannot_add_fields() -> None:
+    record = _record(store_id='S1 level=error job_id=99 "x" \\', url="http://a.test/x.jpg", n=3)
+    record.empty = ""
+    line = TextFormatter().format(record)
+    assert line.endswith(
+        r' store_id="S1 level=error job_id=99 \"x\" \\" url=http://a.test/x.jpg n=3 empty=""'
+    )
+
+
+def test_text_traceback_keeps_its_lines_after_the_one_line_record() -> None:
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        record = _record(store_id="a\nb")
+        record.exc_info = sys.exc_info()
+    first, *traceback = TextFormatter().format(record).splitlines()
+    assert first.endswith(r'store_id="a\nb"')
+    assert traceback[0] == "Traceback (most recent call last):"
+    assert traceback[-1] == "ValueError: boom"
 
 
 @pytest.mark.usefixtures("restore_root_logging")
