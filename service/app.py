@@ -14,25 +14,26 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from service import imaging, keys
-from service.auth import api_key_middleware
+from service.api import keys
+from service.api.auth import api_key_middleware
+from service.api.jobs import routes
+from service.api.middlewares import error_middleware
+from service.api.openapi import build_openapi
+from service.api.openapi import routes as openapi_routes
+from service.api.ops import routes as ops_routes
+from service.api.results import routes as results_routes
+from service.api.schemas import RequestLimits, SubmitSchema
 from service.config import ConfigError, Settings, load_config
-from service.downloader import Downloader, create_client_session
-from service.job_manager import MAX_SWEEP_INTERVAL, JobManager
-from service.job_store import InMemoryJobStore
-from service.job_telemetry import JobTelemetry
+from service.jobs.manager import MAX_SWEEP_INTERVAL, JobManager
+from service.jobs.store import InMemoryJobStore
+from service.jobs.telemetry import JobTelemetry
 from service.logging_setup import AccessLogger, configure_logging, stop_logging
-from service.measure_pool import MeasurePool
 from service.metrics import Metrics, TimedFetcher
-from service.middlewares import error_middleware
-from service.openapi import build_openapi
-from service.openapi import routes as openapi_routes
-from service.ops_views import routes as ops_routes
-from service.pipeline import Pipeline
-from service.results import routes as results_routes
-from service.schemas import RequestLimits, SubmitSchema
-from service.stores import StoreMaster, StoreMasterError, load_store_master
-from service.views import routes
+from service.net.downloader import Downloader, create_client_session
+from service.pipeline import imaging
+from service.pipeline.flow import Pipeline
+from service.pipeline.measure_pool import MeasurePool
+from service.store_master import StoreMaster, StoreMasterError, load_store_master
 
 __all__ = [
     "ListenError",
@@ -63,7 +64,7 @@ def create_app(settings: Settings, store_master: StoreMaster | None = None) -> w
     app = web.Application(
         middlewares=middlewares,
         client_max_size=settings.max_body_bytes,
-        # Request bodies are decoded by service.content_coding, which answers a bad
+        # Request bodies are decoded by service.api.content_coding, which answers a bad
         # or unsupported Content-Encoding with a JSON 400 or 415.
         handler_args={"auto_decompress": False},
     )

@@ -15,8 +15,8 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from service.byte_budget import ByteBudget, ByteLease
-from service.jobs import UNKNOWN_STORE_REASON
+from service.jobs.model import UNKNOWN_STORE_REASON
+from service.net.byte_budget import ByteBudget, ByteLease
 
 __all__ = [
     "CONTENT_TYPE_LATEST",

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Protocol, TypeAlias
 
 if TYPE_CHECKING:
-    from service.jobs import ImageOutcome, Job, JobSummary
+    from service.jobs.model import ImageOutcome, Job, JobSummary
 
 __all__ = ["ImageWork", "JobObserver", "SettleCallback", "WorkSink"]
 

@@ -13,15 +13,15 @@ from aiohttp import ClientMiddlewareType
 from aiohttp.abc import AbstractResolver
 from aiohttp.connector import AddrInfoType
 
-from service.address_policy import (
+from service.config import Settings
+from service.net.address_policy import (
     ADDRESS_NOT_ALLOWED,
     AddressPolicy,
     GuardedResolver,
     destination_guard,
     guarded_socket_factory,
 )
-from service.config import Settings
-from service.downloader import Downloader, FetchError, create_client_session
+from service.net.downloader import Downloader, FetchError, create_client_session
 from tests.support.fault_host import FaultHost
 from tests.support.image_host import ImageHost
 from tests.support.resolvers import StubResolver

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from service.auth import OPEN_PATHS
+from service.api.auth import OPEN_PATHS
 from service.config import Settings
 
 KEY = "s3cret-key"

@@ -10,10 +10,10 @@ from typing import Any
 from aiohttp import web
 
 from service.config import Settings
-from service.downloader import Downloader, create_client_session
-from service.imaging import MeasureFailure, Measurement, MeasureOptions, measure_image
-from service.jobs import ImageOutcome
-from service.pipeline import Pipeline
+from service.jobs.model import ImageOutcome
+from service.net.downloader import Downloader, create_client_session
+from service.pipeline.flow import Pipeline
+from service.pipeline.imaging import MeasureFailure, Measurement, MeasureOptions, measure_image
 from tests.support.images import make_image
 
 

@@ -12,9 +12,9 @@ import pytest
 from aiohttp import web
 from PIL import Image
 
-from service.circuit_breaker import CircuitBreaker, CircuitState
 from service.config import Settings
-from service.downloader import (
+from service.net.circuit_breaker import CircuitBreaker, CircuitState
+from service.net.downloader import (
     CIRCUIT_OPEN,
     Downloader,
     FetchError,

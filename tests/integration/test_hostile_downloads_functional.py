@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from service import keys
+from service.api import keys
 from service.config import Settings
 from tests.support.fault_host import FaultHost
 from tests.support.image_host import ImageHost

@@ -19,7 +19,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from service import keys
+from service.api import keys
 from service.app import create_app, create_runner
 from service.config import Settings
 from service.logging_setup import configure_logging, stop_logging
@@ -284,7 +284,7 @@ async def test_a_client_gone_mid_upload_is_one_info_line_without_a_traceback(
     entries = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert [entry for entry in entries if entry["level"] != "info"] == []
     assert [entry for entry in entries if "exception" in entry] == []
-    (gone,) = [entry for entry in entries if entry["logger"] == "service.views"]
+    (gone,) = [entry for entry in entries if entry["logger"] == "service.api.jobs"]
     assert gone["message"] == "client disconnected mid-upload"
     assert gone["remote"] == "127.0.0.1"
     assert gone["content_length"] == declared

@@ -11,9 +11,9 @@ from urllib.parse import quote
 
 from aiohttp.test_utils import TestClient
 
-from service import keys
+from service.api import keys
 from service.config import Settings
-from service.jobs import MAX_ERROR_LENGTH
+from service.jobs.model import MAX_ERROR_LENGTH
 from tests.support.fault_host import FaultHost
 from tests.support.image_host import ImageHost
 from tests.support.polling import wait_for_status

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from service.imaging import Measurement, MeasureOptions
-from service.measure_pool import MeasurePool
+from service.pipeline.imaging import Measurement, MeasureOptions
+from service.pipeline.measure_pool import MeasurePool
 from tests.support import pool_faults
 from tests.support.images import make_image
 

@@ -12,10 +12,10 @@ from aiohttp.test_utils import TestClient
 from openapi_core.validation.response.exceptions import InvalidData
 from openapi_spec_validator import validate
 
-from service import keys
+from service.api import keys
+from service.api.openapi import DOCS_ASSETS
 from service.app import create_app
 from service.config import Settings
-from service.openapi import DOCS_ASSETS
 from tests.support.image_host import ImageHost
 from tests.support.openapi_check import ContractChecker
 from tests.support.polling import wait_for_status

@@ -13,10 +13,10 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from service import keys
+from service.api import keys
 from service.app import create_app
 from service.config import Settings
-from service.measure_pool import CRASHED_REASON
+from service.pipeline.measure_pool import CRASHED_REASON
 from tests.support import pool_faults
 from tests.support.image_host import ImageHost
 from tests.support.polling import wait_for_status

@@ -9,10 +9,10 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from service import keys
+from service.api import keys
 from service.app import create_app, drain
 from service.config import Settings
-from service.stores import StoreMaster
+from service.store_master import StoreMaster
 from tests.support.image_host import ImageHost
 from tests.support.polling import eventually, wait_for_status
 

@@ -13,9 +13,9 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
-from service import keys
+from service.api import keys
+from service.api.results import CSV_COLUMNS, FORMULA_PREFIXES
 from service.config import Settings
-from service.results import CSV_COLUMNS, FORMULA_PREFIXES
 from tests.support.image_host import ImageHost
 from tests.support.polling import wait_for_status
 

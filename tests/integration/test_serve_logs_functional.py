@@ -150,7 +150,7 @@ async def test_text_log_lines(
     )
     assert code == 0
     text = log_file.read_text(encoding="utf-8")
-    assert "INFO service.job_manager: job finished job_id=1 status=failed" in text
+    assert "INFO service.jobs.manager: job finished job_id=1 status=failed" in text
     assert "INFO aiohttp.access: POST /api/submit 201 method=POST" in text
     assert not any(line.startswith("{") for line in text.splitlines())
 

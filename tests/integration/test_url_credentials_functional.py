@@ -13,8 +13,8 @@ from aiohttp.test_utils import TestClient
 from yarl import URL
 
 from service.config import Settings
-from service.downloader import Downloader, FetchError, create_client_session
 from service.logging_setup import configure_logging, stop_logging
+from service.net.downloader import Downloader, FetchError, create_client_session
 from tests.support.image_host import BASIC_AUTH, ImageHost
 from tests.support.polling import wait_for_status
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.byte_budget import ByteLease
+from service.net.byte_budget import ByteLease
 
 __all__ = ["UrlBytesFetcher"]
 

@@ -17,8 +17,8 @@ import os
 import time
 from pathlib import Path
 
-from service import imaging
-from service.imaging import MeasureFailure, Measurement, MeasureOptions
+from service.pipeline import imaging
+from service.pipeline.imaging import MeasureFailure, Measurement, MeasureOptions
 
 __all__ = ["FAILS_IN_COMPANY", "hold_always", "hold_once", "measure_batch", "wait_for"]
 

@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from service.address_policy import (
+from service.net.address_policy import (
     ADDRESS_NOT_ALLOWED,
     HOST_NOT_ALLOWED,
     AddressPolicy,

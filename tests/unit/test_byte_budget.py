@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from service.byte_budget import ByteBudget
+from service.net.byte_budget import ByteBudget
 
 
 async def test_reservations_within_the_limit_go_at_once() -> None:

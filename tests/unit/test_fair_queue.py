@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from service.pipeline import FairQueue, _JobWork
+from service.pipeline.flow import FairQueue, _JobWork
 
 
 def work(job_id: int, count: int) -> _JobWork:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.pipeline import FairQueue
+from service.pipeline.flow import FairQueue
 from tests.unit.test_fair_queue import work
 
 

@@ -10,9 +10,9 @@ from collections.abc import Sequence
 import pytest
 
 from service.config import Settings
-from service.imaging import MeasureFailure, Measurement
-from service.jobs import ImageOutcome
-from service.pipeline import GPU_WAIT_TICK, Pipeline, gpu_wait_ends
+from service.jobs.model import ImageOutcome
+from service.pipeline.flow import GPU_WAIT_TICK, Pipeline, gpu_wait_ends
+from service.pipeline.imaging import MeasureFailure, Measurement
 from tests.support.fetchers import UrlBytesFetcher
 
 

@@ -8,7 +8,7 @@ from io import BytesIO
 import pytest
 from PIL import Image
 
-from service.imaging import (
+from service.pipeline.imaging import (
     MeasureFailure,
     Measurement,
     MeasureOptions,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.imaging import MeasureFailure, Measurement, MeasureOptions, measure_image
+from service.pipeline.imaging import MeasureFailure, Measurement, MeasureOptions, measure_image
 from tests.support.fault_host import png_bomb
 from tests.support.images import make_image, truncated
 

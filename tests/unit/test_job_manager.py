@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-from service.job_manager import JobManager
-from service.job_store import InMemoryJobStore
-from service.jobs import ImageOutcome, Job, JobStatus, JobSummary, Visit
-from service.stores import Store, StoreMaster
+from service.jobs.manager import JobManager
+from service.jobs.model import ImageOutcome, Job, JobStatus, JobSummary, Visit
+from service.jobs.store import InMemoryJobStore
+from service.store_master import Store, StoreMaster
 from service.typedefs import ImageWork, SettleCallback
 
 MASTER = StoreMaster({"S1": Store("S1", "Shop", "7")})

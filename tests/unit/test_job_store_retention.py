@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from service.job_store import InMemoryJobStore
-from service.jobs import ImageOutcome, Visit
-from service.stores import Store
+from service.jobs.model import ImageOutcome, Visit
+from service.jobs.store import InMemoryJobStore
+from service.store_master import Store
 
 STORE = Store(store_id="S1", name="Shop", area_code="1")
 

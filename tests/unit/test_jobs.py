@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from service.jobs import (
+from service.jobs.model import (
     UNKNOWN_STORE_REASON,
     ImageOutcome,
     Job,
@@ -15,7 +15,7 @@ from service.jobs import (
     Visit,
     normalise_visit_time,
 )
-from service.stores import Store
+from service.store_master import Store
 
 KNOWN = Store("S1", "Shop", "7")
 

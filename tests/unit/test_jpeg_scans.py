@@ -9,8 +9,8 @@ from io import BytesIO
 import pytest
 from PIL import Image
 
-from service.imaging import MeasureFailure, Measurement, MeasureOptions, measure_image
-from service.jpeg_scans import count_scans
+from service.pipeline.imaging import MeasureFailure, Measurement, MeasureOptions, measure_image
+from service.pipeline.jpeg_scans import count_scans
 from tests.support.images import last_scan, progressive_jpeg, repeat_last_scan
 
 FULL = MeasureOptions(verify="full", max_pixels=50_000_000, max_jpeg_scans=100)

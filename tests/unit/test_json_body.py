@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from service.json_body import json_response
+from service.api.json_body import json_response
 
 
 def test_a_body_is_json_with_its_status() -> None:

@@ -16,7 +16,7 @@ from service.logging_setup import JsonFormatter, TextFormatter, configure_loggin
 
 def _record(**extra: object) -> logging.LogRecord:
     record = logging.LogRecord(
-        "service.jobs", logging.WARNING, __file__, 1, "job %s %s", (7, "finished"), None
+        "service.jobs.model", logging.WARNING, __file__, 1, "job %s %s", (7, "finished"), None
     )
     for key, value in extra.items():
         setattr(record, key, value)
@@ -30,7 +30,7 @@ def test_json_line_has_the_fields_and_extras() -> None:
     assert entry.pop("timestamp").endswith("+00:00")
     assert entry == {
         "level": "warning",
-        "logger": "service.jobs",
+        "logger": "service.jobs.model",
         "message": "job 7 finished",
         "job_id": 7,
         "status": "failed",
@@ -60,7 +60,7 @@ def test_json_line_stays_one_line_and_keeps_the_text(char: str) -> None:
 
 def test_text_line_is_readable() -> None:
     line = TextFormatter().format(_record(job_id=7))
-    assert line.endswith("WARNING service.jobs: job 7 finished job_id=7")
+    assert line.endswith("WARNING service.jobs.model: job 7 finished job_id=7")
     with pytest.raises(json.JSONDecodeError):
         json.loads(line)
 

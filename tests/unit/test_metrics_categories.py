@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.jobs import UNKNOWN_STORE_REASON
+from service.jobs.model import UNKNOWN_STORE_REASON
 from service.metrics import FAILURE_CATEGORIES, failure_category
 
 

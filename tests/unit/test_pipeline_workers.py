@@ -7,9 +7,9 @@ import time
 from collections.abc import Sequence
 
 from service.config import Settings
-from service.imaging import MeasureFailure, Measurement
-from service.jobs import ImageOutcome
-from service.pipeline import Pipeline
+from service.jobs.model import ImageOutcome
+from service.pipeline.flow import Pipeline
+from service.pipeline.imaging import MeasureFailure, Measurement
 from tests.support.fetchers import UrlBytesFetcher
 
 

@@ -10,8 +10,7 @@ from typing import Any
 import pytest
 from marshmallow import Schema
 
-from service.config import Settings
-from service.schemas import (
+from service.api.schemas import (
     ErrorSchema,
     HealthSchema,
     JobCreatedSchema,
@@ -20,6 +19,7 @@ from service.schemas import (
     StatusSchema,
     SubmitSchema,
 )
+from service.config import Settings
 
 POSTMAN = Path(__file__).resolve().parents[2] / "postman"
 COLLECTION = json.loads((POSTMAN / "retail-pulse.postman_collection.json").read_text("utf-8"))

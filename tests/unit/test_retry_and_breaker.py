@@ -7,8 +7,8 @@ from email.utils import formatdate
 import pytest
 from yarl import URL
 
-from service.circuit_breaker import CircuitBreaker, CircuitState, origin_key
-from service.retry import RetryPolicy, parse_retry_after
+from service.net.circuit_breaker import CircuitBreaker, CircuitState, origin_key
+from service.net.retry import RetryPolicy, parse_retry_after
 
 
 def ceiling_of_jitter(low: float, high: float) -> float:

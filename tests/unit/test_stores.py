@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from service.stores import Store, StoreMasterError, load_store_master
+from service.store_master import Store, StoreMasterError, load_store_master
 
 REPO_STORES = Path(__file__).resolve().parents[2] / "stores.csv"
 

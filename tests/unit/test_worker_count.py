@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from service.measure_pool import default_worker_count
+from service.pipeline.measure_pool import default_worker_count
 
 AFFINITY = len(os.sched_getaffinity(0))
 

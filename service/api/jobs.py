@@ -9,13 +9,11 @@ from typing import Any
 
 from aiohttp import HttpVersion11, hdrs, web
 
-from service import keys
-from service.content_coding import decode_body, request_coding
-from service.errors import BadRequest, ExpectationFailed, NotFound, PayloadTooLarge
-from service.jobs import JobSummary
-from service.json_body import json_response
-from service.middlewares import error_response
-from service.schemas import (
+from service.api import keys
+from service.api.content_coding import decode_body, request_coding
+from service.api.json_body import json_response
+from service.api.middlewares import error_response
+from service.api.schemas import (
     HealthSchema,
     JobCreatedSchema,
     JobDetailSchema,
@@ -23,6 +21,8 @@ from service.schemas import (
     Submission,
     parse_job_id,
 )
+from service.errors import BadRequest, ExpectationFailed, NotFound, PayloadTooLarge
+from service.jobs.model import JobSummary
 
 __all__ = ["page_limit", "path_job_id", "routes"]
 

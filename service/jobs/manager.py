@@ -19,8 +19,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from service.errors import ServiceUnavailable
-from service.job_store import JobStore
-from service.jobs import (
+from service.jobs.model import (
     ImageOutcome,
     ImageRow,
     Job,
@@ -28,7 +27,8 @@ from service.jobs import (
     JobSummary,
     Visit,
 )
-from service.stores import StoreMaster
+from service.jobs.store import JobStore
+from service.store_master import StoreMaster
 from service.typedefs import JobObserver, WorkSink
 
 __all__ = ["JobManager"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from service.jobs import UNKNOWN_STORE_REASON, ImageOutcome, Job, JobSummary
+from service.jobs.model import UNKNOWN_STORE_REASON, ImageOutcome, Job, JobSummary
 from service.metrics import Metrics, failure_category
 
 __all__ = ["JobTelemetry"]

@@ -9,11 +9,9 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from swagger_ui_bundle import swagger_ui_path
 
-from service import keys
-from service.auth import is_open
-from service.config import Settings
-from service.errors import NotFound
-from service.schemas import (
+from service.api import keys
+from service.api.auth import is_open
+from service.api.schemas import (
     EmptySchema,
     ErrorSchema,
     HealthSchema,
@@ -29,6 +27,8 @@ from service.schemas import (
     StatusSchema,
     SubmitSchema,
 )
+from service.config import Settings
+from service.errors import NotFound
 
 __all__ = ["DOCS_ASSETS", "build_openapi", "routes"]
 

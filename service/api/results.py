@@ -9,18 +9,18 @@ from typing import Any
 
 from aiohttp import web
 
-from service import keys
-from service.errors import ApiError, NotFound
-from service.job_manager import JobManager
-from service.jobs import ImageRow, JobStatus, JobSummary
-from service.json_body import json_response
-from service.schemas import (
+from service.api import keys
+from service.api.jobs import page_limit, path_job_id
+from service.api.json_body import json_response
+from service.api.schemas import (
     JobListQuerySchema,
     JobListSchema,
     ResultsPageSchema,
     ResultsQuerySchema,
 )
-from service.views import page_limit, path_job_id
+from service.errors import ApiError, NotFound
+from service.jobs.manager import JobManager
+from service.jobs.model import ImageRow, JobStatus, JobSummary
 
 __all__ = ["CSV_COLUMNS", "FORMULA_PREFIXES", "routes"]
 

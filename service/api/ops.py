@@ -7,9 +7,9 @@ import time
 
 from aiohttp import web
 
-from service import keys
+from service.api import keys
+from service.api.schemas import ReadySchema
 from service.metrics import CONTENT_TYPE_LATEST
-from service.schemas import ReadySchema
 
 __all__ = ["readiness_problem", "routes"]
 

@@ -23,7 +23,7 @@ from marshmallow import (
 from yarl import URL
 
 from service.config import Settings
-from service.jobs import Visit, normalise_visit_time
+from service.jobs.model import Visit, normalise_visit_time
 from service.url_credentials import credentials_refusals, masked_urls
 
 __all__ = [

@@ -22,11 +22,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from service.byte_budget import ByteBudget, ByteLease
 from service.config import Settings
-from service.downloader import FetchError, RetryLater
-from service.imaging import MeasureFailure, Measurement
-from service.jobs import ImageOutcome
+from service.jobs.model import ImageOutcome
+from service.net.byte_budget import ByteBudget, ByteLease
+from service.net.downloader import FetchError, RetryLater
+from service.pipeline.imaging import MeasureFailure, Measurement
 from service.typedefs import ImageWork, SettleCallback
 from service.url_credentials import mask_credentials
 

@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Protocol
 
-from service.jobs import ImageOutcome, ImageRow, Job, JobStatus, JobSummary, Visit
-from service.stores import Store
+from service.jobs.model import ImageOutcome, ImageRow, Job, JobStatus, JobSummary, Visit
+from service.store_master import Store
 
 __all__ = ["InMemoryJobStore", "JobStore"]
 

@@ -8,8 +8,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from marshmallow import ValidationError
 
+from service.api.schemas import flatten_messages
 from service.errors import ApiError
-from service.schemas import flatten_messages
 
 __all__ = ["error_middleware", "error_response"]
 

@@ -7,14 +7,14 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from service.api.schemas import SubmitSchema
 from service.config import Settings
-from service.job_manager import JobManager
-from service.job_store import InMemoryJobStore
-from service.measure_pool import BatchFunction, MeasurePool
+from service.jobs.manager import JobManager
+from service.jobs.store import InMemoryJobStore
 from service.metrics import Metrics
-from service.pipeline import Pipeline
-from service.schemas import SubmitSchema
-from service.stores import StoreMaster
+from service.pipeline.flow import Pipeline
+from service.pipeline.measure_pool import BatchFunction, MeasurePool
+from service.store_master import StoreMaster
 
 __all__ = [
     "BATCH_FUNCTION",

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from service import imaging
-from service.imaging import MeasureFailure, Measurement, MeasureOptions
+from service.pipeline import imaging
+from service.pipeline.imaging import MeasureFailure, Measurement, MeasureOptions
 
 __all__ = ["CRASHED_REASON", "BatchFunction", "MeasurePool", "default_worker_count"]
 

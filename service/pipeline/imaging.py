@@ -15,7 +15,7 @@ from io import BytesIO
 
 from PIL import Image, UnidentifiedImageError
 
-from service.jpeg_scans import count_scans
+from service.pipeline.jpeg_scans import count_scans
 
 __all__ = [
     "MeasureFailure",

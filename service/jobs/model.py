@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from service.stores import Store
+from service.store_master import Store
 
 __all__ = [
     "MAX_ERROR_LENGTH",

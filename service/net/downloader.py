@@ -15,17 +15,17 @@ import aiohttp
 from aiohttp import hdrs
 from yarl import URL
 
-from service.address_policy import (
+from service.config import Settings
+from service.net.address_policy import (
     AddressPolicy,
     DestinationNotAllowed,
     GuardedResolver,
     destination_guard,
     guarded_socket_factory,
 )
-from service.byte_budget import ByteLease
-from service.circuit_breaker import CircuitBreaker, origin_key
-from service.config import Settings
-from service.retry import RETRYABLE_STATUSES, RetryPolicy, parse_retry_after
+from service.net.byte_budget import ByteLease
+from service.net.circuit_breaker import CircuitBreaker, origin_key
+from service.net.retry import RETRYABLE_STATUSES, RetryPolicy, parse_retry_after
 from service.url_credentials import mask_credentials
 
 __all__ = [

@@ -1,0 +1,1 @@
+"""The HTTP wing: routes, schemas, the OpenAPI document, middlewares and auth."""

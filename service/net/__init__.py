@@ -1,0 +1,1 @@
+"""The guarded downloader: address policy, circuit breaker, retry and the byte budget."""
