@@ -22,15 +22,16 @@ from service.api.openapi import build_openapi
 from service.api.openapi import routes as openapi_routes
 from service.api.ops import routes as ops_routes
 from service.api.results import routes as results_routes
-from service.api.schemas import RequestLimits, SubmitSchema
+from service.api.schemas import SubmitSchema
 from service.config import ConfigError, Settings, load_config
-from service.jobs.manager import MAX_SWEEP_INTERVAL, JobManager
+from service.jobs.manager import JobManager
 from service.jobs.store import InMemoryJobStore
 from service.jobs.telemetry import JobTelemetry
 from service.logging_setup import AccessLogger, configure_logging, stop_logging
-from service.metrics import Metrics, TimedFetcher
+from service.metrics import Metrics
 from service.net.downloader import Downloader, create_client_session
 from service.pipeline import imaging
+from service.pipeline.fair_queue import FairQueue
 from service.pipeline.flow import Pipeline
 from service.pipeline.measure_pool import MeasurePool
 from service.store_master import StoreMaster, StoreMasterError, load_store_master
@@ -73,7 +74,7 @@ def create_app(settings: Settings, store_master: StoreMaster | None = None) -> w
     app[keys.STORE_MASTER] = (
         store_master if store_master is not None else load_store_master(settings.stores)
     )
-    app[keys.SUBMIT_SCHEMA] = SubmitSchema(limits=RequestLimits.from_settings(settings))
+    app[keys.SUBMIT_SCHEMA] = SubmitSchema(limits=settings.limits)
     app[keys.METRICS] = Metrics()
     app[keys.OPENAPI] = build_openapi(settings)
     app.cleanup_ctx.append(client_session_ctx)
@@ -87,7 +88,7 @@ def create_app(settings: Settings, store_master: StoreMaster | None = None) -> w
 
 
 async def client_session_ctx(app: web.Application) -> AsyncIterator[None]:
-    session = create_client_session(app[keys.SETTINGS])
+    session = create_client_session(app[keys.SETTINGS].download)
     app[keys.CLIENT_SESSION] = session
     yield
     await session.close()
@@ -96,17 +97,9 @@ async def client_session_ctx(app: web.Application) -> AsyncIterator[None]:
 async def measure_pool_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
     pool = MeasurePool(
-        workers=settings.workers,
-        options=imaging.MeasureOptions(
-            verify=settings.verify,
-            max_pixels=settings.max_pixels,
-            max_jpeg_scans=settings.max_jpeg_scans,
-        ),
-        max_batch=settings.batch_size,
-        max_batch_bytes=settings.batch_max_bytes,
+        settings.pool,
         batch_function=app.get(keys.BATCH_FUNCTION, imaging.measure_batch),
         on_batch=app[keys.METRICS].pool_batch_size.observe,
-        niceness=settings.worker_niceness,
     )
     try:
         # Start the workers now rather than on the first image.
@@ -120,20 +113,22 @@ async def measure_pool_ctx(app: web.Application) -> AsyncIterator[None]:
 async def job_manager_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
     metrics = app[keys.METRICS]
-    downloader = TimedFetcher(
-        Downloader(app[keys.CLIENT_SESSION], settings), metrics.download_seconds
+    downloader = Downloader(
+        app[keys.CLIENT_SESSION],
+        settings.download,
+        observe_seconds=metrics.download_seconds.observe,
     )
-    pipeline = Pipeline(settings, downloader, app[keys.MEASURE_POOL])
-    metrics.watch_pipeline(pipeline)
+    queue = FairQueue()
     job_store = InMemoryJobStore(ttl=settings.job_ttl, max_finished=settings.max_finished_jobs)
     manager = JobManager(
         job_store,
         app[keys.STORE_MASTER],
-        pipeline,
-        max_pending_images=settings.max_pending_images,
-        sweep_interval=min(settings.job_ttl, MAX_SWEEP_INTERVAL),
+        queue,
+        settings.jobs,
         observer=JobTelemetry(metrics),
     )
+    pipeline = Pipeline(settings.pipeline, downloader, app[keys.MEASURE_POOL], queue, manager)
+    metrics.watch_pipeline(pipeline)
     metrics.watch_job_manager(manager)
     app[keys.PIPELINE] = pipeline
     app[keys.JOB_STORE] = job_store
@@ -148,6 +143,7 @@ async def job_manager_ctx(app: web.Application) -> AsyncIterator[None]:
         await manager.drain(grace=0)
         await manager.close()
         await pipeline.close()
+        queue.close()
 
 
 async def drain(app: web.Application, cut_short: asyncio.Event | None = None) -> None:
@@ -218,6 +214,21 @@ async def _listen(runner: web.AppRunner, settings: Settings) -> None:
         settings.stores,
         type(asyncio.get_running_loop()).__module__.partition(".")[0],
     )
+    _log_address_policy(settings)
+
+
+def _log_address_policy(settings: Settings) -> None:
+    # The one setting a newcomer trying local images needs: say where it stands.
+    if settings.allow_private_networks:
+        log.warning(
+            "allow_private_networks is on: image URLs may reach loopback, private and "
+            "link-local addresses (no SSRF protection); keep it off in production"
+        )
+    else:
+        log.info(
+            "image URLs on loopback and private networks are refused "
+            "(set RP_ALLOW_PRIVATE_NETWORKS=true to try the service with local images)"
+        )
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -13,7 +13,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ConfigError", "Settings", "load_config", "setting_names"]
+__all__ = [
+    "ConfigError",
+    "DownloadSettings",
+    "JobSettings",
+    "LimitSettings",
+    "PipelineSettings",
+    "PoolSettings",
+    "Settings",
+    "load_config",
+    "setting_names",
+]
 
 ENV_PREFIX = "RP_"
 
@@ -54,6 +64,86 @@ def _one_of(*choices: str) -> Callable[[str], str | None]:
 
 def _setting(default: Any, check: Callable[[Any], str | None] | None = None) -> Any:
     return field(default=default, metadata={"check": check})
+
+
+# The groups each component receives: built once from Settings, so no component sees
+# more configuration than it uses. Field names are the settings' own.
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DownloadSettings:
+    """The downloader and its session: timeouts, caps, the address policy, retry and breaker."""
+
+    max_in_flight: int
+    connect_timeout: float
+    read_timeout: float
+    total_timeout: float
+    max_redirects: int
+    max_image_bytes: int
+    allow_private_networks: bool
+    allowed_hosts: tuple[str, ...]
+    retry_attempts: int
+    retry_base_delay: float
+    retry_max_delay: float
+    circuit_breaker_threshold: int
+    circuit_breaker_cool_down: float
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PoolSettings:
+    """The process pool that measures images."""
+
+    workers: int
+    verify: str
+    max_pixels: int
+    max_jpeg_scans: int
+    batch_size: int
+    batch_max_bytes: int
+    worker_niceness: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PipelineSettings:
+    """The per-image flow: how many images at once, the GPU wait, the bytes held."""
+
+    max_in_flight: int
+    gpu_delay_min: float
+    gpu_delay_max: float
+    image_bytes_budget: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LimitSettings:
+    """What one request may ask for: body, job and field sizes, pages."""
+
+    max_body_bytes: int
+    max_images_per_job: int
+    max_url_length: int
+    max_store_id_length: int
+    max_visit_time_length: int
+    allow_url_credentials: bool
+    default_page_size: int
+    max_page_size: int
+    export_chunk_rows: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class JobSettings:
+    """The job manager: admission control, retention and shutdown."""
+
+    max_pending_images: int
+    job_ttl: float
+    max_finished_jobs: int
+    shutdown_grace: float
+
+
+_GROUPS = {
+    "download": DownloadSettings,
+    "pool": PoolSettings,
+    "pipeline": PipelineSettings,
+    "limits": LimitSettings,
+    "jobs": JobSettings,
+}
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -113,8 +203,24 @@ class Settings:
     # Empty disables the check. repr=False keeps the key out of logs and tracebacks.
     api_key: str = field(default="", repr=False, metadata={"check": None})
 
+    download: DownloadSettings = field(
+        init=False, repr=False, compare=False, metadata={"group": True}
+    )
+    pool: PoolSettings = field(init=False, repr=False, compare=False, metadata={"group": True})
+    pipeline: PipelineSettings = field(
+        init=False, repr=False, compare=False, metadata={"group": True}
+    )
+    limits: LimitSettings = field(init=False, repr=False, compare=False, metadata={"group": True})
+    jobs: JobSettings = field(init=False, repr=False, compare=False, metadata={"group": True})
+
     def __post_init__(self) -> None:
-        for spec in dataclasses.fields(self):
+        self._check()
+        for name, group in _GROUPS.items():
+            values = {spec.name: getattr(self, spec.name) for spec in dataclasses.fields(group)}
+            object.__setattr__(self, name, group(**values))
+
+    def _check(self) -> None:
+        for spec in _setting_fields():
             check = spec.metadata.get("check")
             problem = check(getattr(self, spec.name)) if check else None
             if problem:
@@ -142,14 +248,18 @@ class Settings:
             )
 
 
+def _setting_fields() -> list[dataclasses.Field[Any]]:
+    return [spec for spec in dataclasses.fields(Settings) if "group" not in spec.metadata]
+
+
 def setting_names() -> list[str]:
-    return [spec.name for spec in dataclasses.fields(Settings)]
+    return [spec.name for spec in _setting_fields()]
 
 
 def _field_types() -> dict[str, type]:
     # Resolve the string annotations that ``from __future__ import annotations`` leaves.
     names = {"str": str, "int": int, "float": float, "bool": bool, "tuple[str, ...]": tuple}
-    return {spec.name: names[str(spec.type)] for spec in dataclasses.fields(Settings)}
+    return {spec.name: names[str(spec.type)] for spec in _setting_fields()}
 
 
 _TYPES: dict[str, type] = _field_types()

@@ -1,66 +1,31 @@
-"""Domain errors that carry their HTTP status and a stable snake_case code."""
+"""Domain errors: what the job service refuses, and why, without a word of HTTP.
+
+Lower wings raise these; ``api/middlewares.py`` alone turns them into responses.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+__all__ = ["Overloaded", "ServiceError", "ShuttingDown"]
 
-__all__ = [
-    "ApiError",
-    "BadRequest",
-    "ExpectationFailed",
-    "NotFound",
-    "PayloadTooLarge",
-    "ServiceUnavailable",
-    "Unauthorized",
-    "UnsupportedMediaType",
-]
+# What a refusal asks clients to wait before trying again, in seconds.
+DEFAULT_RETRY_AFTER = 5.0
 
 
-class ApiError(Exception):
-    """Rendered by the error middleware as ``{"error": message, ...}``."""
+class ServiceError(Exception):
+    """The service cannot take this request now; ``retry_after`` says when to try again."""
 
-    status = 500
-    code = "internal_error"
-
-    def __init__(
-        self, message: str, *, details: Any = None, headers: dict[str, str] | None = None
-    ) -> None:
+    def __init__(self, message: str, *, retry_after: float = DEFAULT_RETRY_AFTER) -> None:
         super().__init__(message)
         self.message = message
-        self.details = details
-        self.headers = headers or {}
+        self.retry_after = retry_after
 
 
-class BadRequest(ApiError):
-    status = 400
-    code = "bad_request"
+class Overloaded(ServiceError):
+    """Admission control: the new work would push pending images past the limit."""
 
 
-class Unauthorized(ApiError):
-    status = 401
-    code = "unauthorized"
+class ShuttingDown(ServiceError):
+    """The service is draining for shutdown and takes no new work."""
 
-
-class NotFound(ApiError):
-    status = 404
-    code = "not_found"
-
-
-class ExpectationFailed(ApiError):
-    status = 417
-    code = "expectation_failed"
-
-
-class PayloadTooLarge(ApiError):
-    status = 413
-    code = "payload_too_large"
-
-
-class UnsupportedMediaType(ApiError):
-    status = 415
-    code = "unsupported_media_type"
-
-
-class ServiceUnavailable(ApiError):
-    status = 503
-    code = "service_unavailable"
+    def __init__(self, *, retry_after: float = DEFAULT_RETRY_AFTER) -> None:
+        super().__init__("service is shutting down", retry_after=retry_after)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Protocol
 
 from prometheus_client import (
@@ -15,15 +14,13 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from service.jobs.model import UNKNOWN_STORE_REASON
-from service.net.byte_budget import ByteBudget, ByteLease
+from service.outcomes import FailureKind
 
 __all__ = [
     "CONTENT_TYPE_LATEST",
     "FAILURE_CATEGORIES",
     "Metrics",
-    "TimedFetcher",
-    "failure_category",
+    "failure_label",
 ]
 
 # The *_created series (a timestamp per counter) double the output and no dashboard
@@ -51,53 +48,49 @@ FAILURE_CATEGORIES = (
     "other",
 )
 
-# Checked in order; the first substring found in the lower-cased reason wins.
-_REASON_MARKERS: tuple[tuple[str, str], ...] = (
-    ("circuit", "circuit_open"),
-    ("not allowed", "address_refused"),
-    ("address refused", "address_refused"),
-    ("blocked address", "address_refused"),
-    ("private address", "address_refused"),
-    ("timed out", "timeout"),
-    ("timeout", "timeout"),
-    ("too many jpeg scans", "too_many_scans"),
-    ("larger than", "too_large"),
-    ("too large", "too_large"),
-    ("redirect", "redirects"),
-    ("invalid url", "invalid_url"),
-    ("unsupported url scheme", "invalid_url"),
-    ("not an http", "invalid_url"),
-    ("cannot resolve", "connection"),
-    ("not an image", "not_image"),
-    ("corrupt", "corrupt"),
-    ("truncated", "corrupt"),
-    ("invalid image", "corrupt"),
-    ("connection", "connection"),
-    ("bad response", "connection"),
-)
+# Failure kinds -> the failure counter's label values. The labels predate the kinds
+# and operators' alerts match them, so they stay; an HTTP status splits by its class.
+_KIND_LABELS: dict[FailureKind, str] = {
+    FailureKind.FETCH: "connection",
+    FailureKind.TIMEOUT: "timeout",
+    FailureKind.TOO_LARGE: "too_large",
+    FailureKind.PIXELS: "too_large",
+    FailureKind.NOT_AN_IMAGE: "not_image",
+    FailureKind.DECODE: "corrupt",
+    FailureKind.TOO_MANY_SCANS: "too_many_scans",
+    FailureKind.REFUSED_ADDRESS: "address_refused",
+    FailureKind.REDIRECT_REFUSED: "redirects",
+    FailureKind.INVALID_URL: "invalid_url",
+    FailureKind.CIRCUIT_OPEN: "circuit_open",
+    FailureKind.UNKNOWN_STORE: "unknown_store",
+    FailureKind.SHUTDOWN: "other",
+    FailureKind.INTERNAL: "other",
+}
 
 
-def failure_category(reason: str) -> str:
-    """Map an image's failure reason to one of ``FAILURE_CATEGORIES``."""
-    if reason == UNKNOWN_STORE_REASON:
-        return "unknown_store"
-    if reason.startswith("HTTP "):
-        code = reason[5:8]
-        if code.startswith("4"):
-            return "http_4xx"
-        if code.startswith("5"):
-            return "http_5xx"
-        return "http_other"
-    lowered = reason.lower()
-    for marker, category in _REASON_MARKERS:
-        if marker in lowered:
-            return category
-    return "other"
+def failure_label(kind: FailureKind, reason: str) -> str:
+    """The failure counter's label for a failed image (one of ``FAILURE_CATEGORIES``)."""
+    if kind is FailureKind.HTTP_STATUS:
+        # The downloader's reasons for this kind start "HTTP <status>".
+        klass = reason[5:6]
+        return {"4": "http_4xx", "5": "http_5xx"}.get(klass, "http_other")
+    return _KIND_LABELS.get(kind, "other")
+
+
+class _ByteBudget(Protocol):
+    @property
+    def in_use(self) -> int: ...
+
+    @property
+    def waiting(self) -> int: ...
 
 
 class _Pipeline(Protocol):
-    in_flight: int
-    byte_budget: ByteBudget
+    @property
+    def in_flight(self) -> int: ...
+
+    @property
+    def byte_budget(self) -> _ByteBudget: ...
 
     @property
     def queued_images(self) -> int: ...
@@ -105,12 +98,6 @@ class _Pipeline(Protocol):
 
 class _JobManager(Protocol):
     pending_images: int
-
-
-class _Fetcher(Protocol):
-    async def try_fetch(
-        self, url: str, attempt: int = 1, *, lease: ByteLease | None = None
-    ) -> bytes: ...
 
 
 class Metrics:
@@ -204,20 +191,3 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
-
-
-class TimedFetcher:
-    """Wraps a fetcher to observe the duration of each download attempt."""
-
-    def __init__(self, fetcher: _Fetcher, histogram: Histogram) -> None:
-        self._fetcher = fetcher
-        self._histogram = histogram
-
-    async def try_fetch(
-        self, url: str, attempt: int = 1, *, lease: ByteLease | None = None
-    ) -> bytes:
-        started = time.perf_counter()
-        try:
-            return await self._fetcher.try_fetch(url, attempt, lease=lease)
-        finally:
-            self._histogram.observe(time.perf_counter() - started)

@@ -26,9 +26,8 @@ class Store:
 class StoreMaster:
     """Read-only lookup of stores by id."""
 
-    def __init__(self, stores: Mapping[str, Store], source: str = "<memory>") -> None:
+    def __init__(self, stores: Mapping[str, Store]) -> None:
         self._stores = dict(stores)
-        self.source = source
 
     def __len__(self) -> int:
         return len(self._stores)
@@ -80,4 +79,4 @@ def _parse(rows: Iterator[list[str]], source: str) -> StoreMaster:
         stores[store_id] = Store(store_id, row[name_at].strip(), row[area_at].strip())
     if not stores:
         raise StoreMasterError(f"store master {source} has no stores")
-    return StoreMaster(stores, source)
+    return StoreMaster(stores)

@@ -7,7 +7,7 @@ import hmac
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from service.errors import Unauthorized
+from service.api.errors import Unauthorized
 
 __all__ = ["OPEN_PATHS", "OPEN_PREFIXES", "api_key_middleware", "is_open"]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterable
 
-from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from service.api.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
 __all__ = ["ACCEPTED_CODINGS", "decode_body", "request_coding"]
 

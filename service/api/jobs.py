@@ -11,8 +11,10 @@ from aiohttp import HttpVersion11, hdrs, web
 
 from service.api import keys
 from service.api.content_coding import decode_body, request_coding
+from service.api.errors import BadRequest, ExpectationFailed, NotFound, PayloadTooLarge
 from service.api.json_body import json_response
 from service.api.middlewares import error_response
+from service.api.params import page_limit, path_job_id
 from service.api.schemas import (
     HealthSchema,
     JobCreatedSchema,
@@ -21,10 +23,9 @@ from service.api.schemas import (
     Submission,
     parse_job_id,
 )
-from service.errors import BadRequest, ExpectationFailed, NotFound, PayloadTooLarge
 from service.jobs.model import JobSummary
 
-__all__ = ["page_limit", "path_job_id", "routes"]
+__all__ = ["routes"]
 
 log = logging.getLogger(__name__)
 
@@ -132,20 +133,6 @@ async def job_status(request: web.Request) -> web.Response:
 
 def _store_errors(summary: JobSummary) -> list[dict[str, str]]:
     return [{"store_id": e.store_id, "error": e.error} for e in summary.errors]
-
-
-def path_job_id(request: web.Request) -> int:
-    """The ``{job_id}`` of a job route; 400 when it is not a positive integer."""
-    job_id = parse_job_id(request.match_info["job_id"])
-    if job_id is None:
-        raise BadRequest("job id must be a positive integer")
-    return job_id
-
-
-def page_limit(request: web.Request, requested: int | None) -> int:
-    """A page size: the default when none was asked for, never above the maximum."""
-    settings = request.app[keys.SETTINGS]
-    return min(requested or settings.default_page_size, settings.max_page_size)
 
 
 @routes.get("/api/jobs/{job_id}")

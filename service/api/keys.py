@@ -37,8 +37,10 @@ CLIENT_SESSION = web.AppKey("client_session", aiohttp.ClientSession)
 MEASURE_POOL = web.AppKey("measure_pool", MeasurePool)
 # Optional: what pool workers run per batch (tests set it to inject faults into real workers).
 BATCH_FUNCTION: web.AppKey[BatchFunction] = web.AppKey("batch_function")
+# A seam for tests, which watch its in-flight and queued counts.
 PIPELINE = web.AppKey("pipeline", Pipeline)
 JOB_MANAGER = web.AppKey("job_manager", JobManager)
+# A seam for tests, which check what the store holds.
 JOB_STORE = web.AppKey("job_store", InMemoryJobStore)
 METRICS = web.AppKey("metrics", Metrics)
 # The OpenAPI document, built once per app from the schemas and the settings.

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+import math
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from marshmallow import ValidationError
 
+from service.api.errors import ApiError
 from service.api.schemas import flatten_messages
-from service.errors import ApiError
+from service.errors import ServiceError
 
 __all__ = ["error_middleware", "error_response"]
 
@@ -38,6 +40,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except ApiError as exc:
         return error_response(exc)
+    except ServiceError as exc:
+        # Overloaded or shutting down: the client should come back, and says when.
+        retry_after = str(max(1, math.ceil(exc.retry_after)))
+        return web.json_response(
+            error_body(exc.message), status=503, headers={"Retry-After": retry_after}
+        )
     except ValidationError as exc:
         lines = flatten_messages(exc.messages)
         summary = "; ".join(lines[:MAX_MESSAGES_IN_SUMMARY])

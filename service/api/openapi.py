@@ -11,6 +11,7 @@ from swagger_ui_bundle import swagger_ui_path
 
 from service.api import keys
 from service.api.auth import is_open
+from service.api.errors import NotFound
 from service.api.schemas import (
     EmptySchema,
     ErrorSchema,
@@ -21,14 +22,12 @@ from service.api.schemas import (
     JobListSchema,
     PageQuerySchema,
     ReadySchema,
-    RequestLimits,
     ResultsPageSchema,
     ResultsQuerySchema,
     StatusSchema,
     SubmitSchema,
 )
 from service.config import Settings
-from service.errors import NotFound
 
 __all__ = ["DOCS_ASSETS", "build_openapi", "routes"]
 
@@ -84,7 +83,7 @@ _JOB_ID = {
 
 
 def _operations(settings: Settings) -> dict[str, dict[str, Any]]:
-    submit_schema = SubmitSchema(limits=RequestLimits.from_settings(settings))
+    submit_schema = SubmitSchema(limits=settings.limits)
     submit = {
         "post": {
             "summary": "Submit a job of store visits and their image URLs",

@@ -10,15 +10,16 @@ from typing import Any
 from aiohttp import web
 
 from service.api import keys
-from service.api.jobs import page_limit, path_job_id
+from service.api.errors import ApiError, NotFound
 from service.api.json_body import json_response
+from service.api.params import page_limit, path_job_id
 from service.api.schemas import (
     JobListQuerySchema,
     JobListSchema,
     ResultsPageSchema,
     ResultsQuerySchema,
 )
-from service.errors import ApiError, NotFound
+from service.errors import ServiceError
 from service.jobs.manager import JobManager
 from service.jobs.model import ImageRow, JobStatus, JobSummary
 
@@ -82,7 +83,7 @@ async def job_results(request: web.Request) -> web.StreamResponse:
             job_id,
             offset=query["offset"],
             limit=query.get("limit"),
-            chunk_rows=settings.export_chunk_rows,
+            chunk_rows=settings.limits.export_chunk_rows,
         )
     limit = page_limit(request, query.get("limit"))
     found = await manager.rows(job_id, query["offset"], limit)
@@ -167,7 +168,7 @@ async def _stream_csv(
             "results export abandoned by the client",
             extra={"job_id": job_id, "rows_written": position - offset},
         )
-    except ApiError as exc:
+    except (ApiError, ServiceError) as exc:
         # The headers are out, so no error body can follow: cut the connection,
         # leaving the chunked body unterminated so the client sees it is incomplete.
         log.warning(

@@ -22,7 +22,7 @@ from marshmallow import (
 )
 from yarl import URL
 
-from service.config import Settings
+from service.config import LimitSettings
 from service.jobs.model import Visit, normalise_visit_time
 from service.url_credentials import credentials_refusals, masked_urls
 
@@ -38,7 +38,6 @@ __all__ = [
     "JobListSchema",
     "PageQuerySchema",
     "ReadySchema",
-    "RequestLimits",
     "ResultsPageSchema",
     "ResultsQuerySchema",
     "StatusSchema",
@@ -50,32 +49,9 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RequestLimits:
-    max_images_per_job: int
-    max_url_length: int
-    max_store_id_length: int
-    max_visit_time_length: int
-    allow_url_credentials: bool
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> RequestLimits:
-        return cls(
-            max_images_per_job=settings.max_images_per_job,
-            max_url_length=settings.max_url_length,
-            max_store_id_length=settings.max_store_id_length,
-            max_visit_time_length=settings.max_visit_time_length,
-            allow_url_credentials=settings.allow_url_credentials,
-        )
-
-
 @dataclass(frozen=True, slots=True)
 class Submission:
     visits: tuple[Visit, ...]
-
-    @property
-    def image_count(self) -> int:
-        return sum(len(visit.image_urls) for visit in self.visits)
 
 
 _WHITESPACE = re.compile(r"\s")
@@ -172,7 +148,7 @@ class SubmitSchema(Schema):
         validate=validate.Length(min=1, error="Must contain at least one visit."),
     )
 
-    def __init__(self, *, limits: RequestLimits, **kwargs: Any) -> None:
+    def __init__(self, *, limits: LimitSettings, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.limits = limits
 

@@ -13,29 +13,46 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from service.errors import ServiceUnavailable
-from service.jobs.model import (
-    ImageOutcome,
-    ImageRow,
-    Job,
-    JobStatus,
-    JobSummary,
-    Visit,
-)
+from service.config import JobSettings
+from service.errors import Overloaded, ServiceError, ShuttingDown
+from service.jobs.model import ImageRow, Job, JobStatus, JobSummary, Visit
 from service.jobs.store import JobStore
+from service.outcomes import SHUTDOWN_REASON, FailureKind, ImageOutcome
+from service.pipeline.fair_queue import ImageTask
+from service.pipeline.flow import SettledImage
 from service.store_master import StoreMaster
-from service.typedefs import JobObserver, WorkSink
 
-__all__ = ["JobManager"]
+__all__ = ["JobManager", "JobObserver", "WorkQueue"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+class WorkQueue(Protocol):
+    """Where the manager puts a job's images to be processed (the pipeline's fair queue)."""
+
+    def add(self, job_id: int, tasks: Iterator[ImageTask], count: int) -> None: ...
+
+    def remove(self, job_id: int) -> None:
+        """The job ended (or is being failed): drop whatever of it has not started."""
+
+
+class JobObserver(Protocol):
+    """Told by the job manager, inside the actor, what happened to jobs (metrics, logs)."""
+
+    def job_created(self, job: Job) -> None: ...
+
+    def images_settled(self, job: Job, settled: Sequence[tuple[int, ImageOutcome]]) -> None:
+        """Called after ``settled`` was recorded. An outcome the job ignored (a second
+        report for one image) is not ``job.outcomes[index]``."""
+
+    def job_finished(self, summary: JobSummary) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,9 +62,8 @@ class _Submit:
 
 
 @dataclass(frozen=True, slots=True)
-class _Settled:
-    job_id: int
-    settled: Sequence[tuple[int, ImageOutcome]]
+class _Outcomes:
+    settled: Sequence[SettledImage]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,12 +92,9 @@ class _Sweep:
     pass
 
 
-_Message = _Submit | _Settled | _GetRows | _ListRecent | _FailOngoing | _Sweep
+_Message = _Submit | _Outcomes | _GetRows | _ListRecent | _FailOngoing | _Sweep
 _STOP = object()
 
-SHUTTING_DOWN_REASON = "service shutting down"
-# What a 503 asks clients to wait before trying again, in seconds.
-RETRY_AFTER_SECONDS = 5
 # Expired jobs are also dropped on every read; the sweep frees memory when nobody asks.
 MAX_SWEEP_INTERVAL = 60.0
 
@@ -91,18 +104,18 @@ class JobManager:
         self,
         job_store: JobStore,
         store_master: StoreMaster,
-        work: WorkSink,
+        queue: WorkQueue,
+        settings: JobSettings,
         *,
-        max_pending_images: int | None = None,
-        sweep_interval: float = MAX_SWEEP_INTERVAL,
         observer: JobObserver | None = None,
     ) -> None:
         self._jobs = job_store
         self._observer = observer
         self._store_master = store_master
-        self._work = work
-        self._max_pending = max_pending_images
-        self._sweep_interval = sweep_interval
+        self._queue = queue
+        self._max_pending = settings.max_pending_images
+        # Expired jobs are also dropped on every read; the sweep frees memory when nobody asks.
+        self._sweep_interval = min(settings.job_ttl, MAX_SWEEP_INTERVAL)
         self._inbox: asyncio.Queue[_Message | object] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -154,7 +167,7 @@ class JobManager:
                 waiter.cancel()
         if self._task is None:
             return 0
-        return await self._ask(lambda reply: _FailOngoing(SHUTTING_DOWN_REASON, reply))
+        return await self._ask(lambda reply: _FailOngoing(SHUTDOWN_REASON, reply))
 
     # -- the client side: called by handlers and the pipeline --------------
 
@@ -165,18 +178,19 @@ class JobManager:
         and spending it while overloaded would deepen the overload.
         """
         if not self._accepting:
-            raise _shutting_down()
-        if self._max_pending is not None and self.pending_images >= self._max_pending:
+            raise ShuttingDown()
+        if self.pending_images >= self._max_pending:
             raise self._busy(0)
 
     async def submit(self, visits: Sequence[Visit]) -> int:
         if not self._accepting:
-            raise _shutting_down()
+            raise ShuttingDown()
         return await self._ask(lambda reply: _Submit(tuple(visits), reply))
 
-    def settle(self, job_id: int, settled: Sequence[tuple[int, ImageOutcome]]) -> None:
+    def settle(self, settled: Sequence[SettledImage]) -> None:
+        """The pipeline's report of images whose outcome is final (a ``SettleSink``)."""
         if self._task is not None:
-            self._inbox.put_nowait(_Settled(job_id, settled))
+            self._inbox.put_nowait(_Outcomes(settled))
 
     async def summary(self, job_id: int) -> JobSummary | None:
         # Status polls are the hot read, so they skip the inbox: job state only
@@ -184,7 +198,7 @@ class JobManager:
         # messages is consistent, and the answer comes without waiting two
         # event-loop turns (the actor's and the reply's) behind pipeline work.
         if self._task is None:
-            raise _shutting_down()
+            raise ShuttingDown()
         return self._jobs.summary(job_id)
 
     async def rows(
@@ -197,7 +211,7 @@ class JobManager:
 
     async def _ask(self, make: Callable[[asyncio.Future[T]], _Message]) -> T:
         if self._task is None:
-            raise _shutting_down()
+            raise ShuttingDown()
         reply: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._inbox.put_nowait(make(reply))
         return await reply
@@ -212,7 +226,7 @@ class JobManager:
                 return
             try:
                 self._handle(message)  # type: ignore[arg-type]
-            except ServiceUnavailable as exc:
+            except ServiceError as exc:
                 # Refusing a job (overload, shutdown) is an answer, not a fault.
                 _fail(message, exc)
             except Exception as exc:
@@ -222,7 +236,7 @@ class JobManager:
 
     def _refuse_remaining(self) -> None:
         while not self._inbox.empty():
-            _fail(self._inbox.get_nowait(), _shutting_down())
+            _fail(self._inbox.get_nowait(), ShuttingDown())
 
     async def _sweep_periodically(self) -> None:
         while True:
@@ -231,8 +245,12 @@ class JobManager:
 
     def _handle(self, message: _Message) -> None:
         match message:
-            case _Settled(job_id, settled):
-                self._record(job_id, settled)
+            case _Outcomes(settled):
+                by_job: dict[int, list[tuple[int, ImageOutcome]]] = {}
+                for task, outcome in settled:
+                    by_job.setdefault(task.job_id, []).append((task.index, outcome))
+                for job_id, outcomes in by_job.items():
+                    self._record(job_id, outcomes)
             case _Submit(visits, reply):
                 _answer(reply, self._create(visits))
             case _GetRows(job_id, offset, limit, reply):
@@ -250,19 +268,16 @@ class JobManager:
 
     def _admit(self, visits: tuple[Visit, ...]) -> None:
         if not self._accepting:
-            raise _shutting_down()
-        if self._max_pending is None:
-            return
+            raise ShuttingDown()
         images = sum(len(visit.image_urls) for visit in visits)
         if self.pending_images + images > self._max_pending:
             raise self._busy(images)
 
-    def _busy(self, images: int) -> ServiceUnavailable:
+    def _busy(self, images: int) -> Overloaded:
         adds = f", this job adds {images}" if images else ""
-        return ServiceUnavailable(
+        return Overloaded(
             f"service is busy: {self.pending_images} images pending{adds}, "
-            f"the limit is {self._max_pending}; retry later",
-            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            f"the limit is {self._max_pending}; retry later"
         )
 
     def _create(self, visits: tuple[Visit, ...]) -> int:
@@ -281,7 +296,7 @@ class JobManager:
             self._finish(job)
         else:
             pending = job.total - job.done
-            self._work.enqueue(job.job_id, job.pending_images(), pending, self.settle)
+            self._queue.add(job.job_id, job.pending_images(), pending)
         return job.job_id
 
     def _record(self, job_id: int, settled: Sequence[tuple[int, ImageOutcome]]) -> None:
@@ -298,6 +313,7 @@ class JobManager:
             self._finish(job)
 
     def _finish(self, job: Job) -> None:
+        self._queue.remove(job.job_id)
         status = self._jobs.finish(job.job_id, datetime.now(UTC))
         log.info(
             "job finished",
@@ -324,9 +340,9 @@ class JobManager:
     def _fail_ongoing(self, reason: str) -> int:
         failed = 0
         for job in list(self._jobs.ongoing()):
-            self._work.cancel(job.job_id)
+            self._queue.remove(job.job_id)
             unsettled = [
-                (index, ImageOutcome.failed(reason))
+                (index, ImageOutcome.failed(reason, FailureKind.SHUTDOWN))
                 for index, outcome in enumerate(job.outcomes)
                 if outcome is None
             ]
@@ -342,12 +358,6 @@ class JobManager:
             self._idle.clear()
         else:
             self._idle.set()
-
-
-def _shutting_down() -> ServiceUnavailable:
-    return ServiceUnavailable(
-        "service is shutting down", headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
-    )
 
 
 def _fail(message: object, exc: BaseException) -> None:

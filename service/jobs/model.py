@@ -7,18 +7,16 @@ everything that leaves the actor is an immutable view built here.
 from __future__ import annotations
 
 import bisect
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 
+from service.outcomes import UNKNOWN_STORE_REASON, FailureKind, ImageOutcome
+from service.pipeline.fair_queue import ImageTask
 from service.store_master import Store
 
 __all__ = [
-    "MAX_ERROR_LENGTH",
-    "UNKNOWN_STORE_REASON",
-    "ImageOutcome",
     "ImageRow",
     "Job",
     "JobStatus",
@@ -27,16 +25,6 @@ __all__ = [
     "Visit",
     "normalise_visit_time",
 ]
-
-UNKNOWN_STORE_REASON = "store not found in store master"
-
-# An image's error can quote what a remote host sent (a redirect's Location runs to
-# 8 KB), and every result row carries it: longer reasons are cut to this.
-MAX_ERROR_LENGTH = 300
-
-# aiohttp decodes response headers with "surrogateescape", so bytes that are not
-# UTF-8 in a Location header reach an error message as lone surrogates.
-_SURROGATES = re.compile(r"[\ud800-\udfff]")
 
 
 class JobStatus(StrEnum):
@@ -60,34 +48,6 @@ class Visit:
     visit_time: str
     image_urls: tuple[str, ...]
     fetch_urls: tuple[str, ...] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ImageOutcome:
-    """How one image settled: its dimensions, or why it failed."""
-
-    width: int | None = None
-    height: int | None = None
-    error: str | None = None
-
-    @classmethod
-    def measured(cls, width: int, height: int) -> ImageOutcome:
-        return cls(width=width, height=height)
-
-    @classmethod
-    def failed(cls, reason: str) -> ImageOutcome:
-        if len(reason) > MAX_ERROR_LENGTH:
-            reason = reason[: MAX_ERROR_LENGTH - 1] + "\u2026"
-        if not reason.isascii():
-            # Every view and the CSV export must be able to encode it as UTF-8.
-            reason = _SURROGATES.sub("\ufffd", reason)
-        return cls(error=reason)
-
-    @property
-    def perimeter(self) -> int | None:
-        if self.width is None or self.height is None:
-            return None
-        return 2 * (self.width + self.height)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +84,7 @@ class ImageRow:
 
 
 # Immutable, so one instance serves every image of every unknown store.
-_UNKNOWN_STORE = ImageOutcome.failed(UNKNOWN_STORE_REASON)
+_UNKNOWN_STORE = ImageOutcome.failed(UNKNOWN_STORE_REASON, FailureKind.UNKNOWN_STORE)
 
 
 @dataclass(slots=True)
@@ -202,12 +162,12 @@ class Job:
     def total(self) -> int:
         return len(self.outcomes)
 
-    def pending_images(self) -> Iterator[tuple[int, str]]:
-        """(flat index, url) of every image whose store is known, in submission order."""
+    def pending_images(self) -> Iterator[ImageTask]:
+        """Every image whose store is known, in submission order, as pipeline work."""
         for visit, store, start in zip(self.visits, self.stores, self.visit_starts, strict=True):
             if store is not None:
                 for offset, url in enumerate(visit.fetch_urls or visit.image_urls):
-                    yield start + offset, url
+                    yield ImageTask(self.job_id, start + offset, url)
 
     def visit_at(self, index: int) -> int:
         return bisect.bisect_right(self.visit_starts, index) - 1

@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Protocol
 
-from service.jobs.model import ImageOutcome, ImageRow, Job, JobStatus, JobSummary, Visit
+from service.jobs.model import ImageRow, Job, JobStatus, JobSummary, Visit
+from service.outcomes import ImageOutcome
 from service.store_master import Store
 
 __all__ = ["InMemoryJobStore", "JobStore"]
@@ -38,8 +39,6 @@ class JobStore(Protocol):
     def rows(self, job_id: int, offset: int, limit: int) -> list[ImageRow] | None: ...
 
     def recent(self, limit: int, status: JobStatus | None = None) -> list[JobSummary]: ...
-
-    def discard(self, job_id: int) -> None: ...
 
     def ongoing(self) -> Iterator[Job]:
         """Every job that has not finished yet."""
@@ -88,7 +87,7 @@ class InMemoryJobStore:
         expiry = self._expiries.get(job_id)
         # Checked on every read, so an expired job is gone even between sweeps.
         if expiry is not None and expiry <= self._clock():
-            self.discard(job_id)
+            self._forget(job_id)
             return None
         return job
 
@@ -131,7 +130,7 @@ class InMemoryJobStore:
                     break
         return found
 
-    def discard(self, job_id: int) -> None:
+    def _forget(self, job_id: int) -> None:
         self._jobs.pop(job_id, None)
         self._expiries.pop(job_id, None)
 
@@ -146,6 +145,6 @@ class InMemoryJobStore:
             job_id, expiry = next(iter(self._expiries.items()))
             if expiry > now:
                 break
-            self.discard(job_id)
+            self._forget(job_id)
             evicted += 1
         return evicted

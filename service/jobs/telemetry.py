@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from service.jobs.model import UNKNOWN_STORE_REASON, ImageOutcome, Job, JobSummary
-from service.metrics import Metrics, failure_category
+from service.jobs.model import Job, JobSummary
+from service.metrics import Metrics, failure_label
+from service.outcomes import UNKNOWN_STORE_REASON, FailureKind, ImageOutcome
 
 __all__ = ["JobTelemetry"]
 
@@ -36,13 +37,15 @@ class JobTelemetry:
                     "store_id": store_id,
                     "images": images,
                     "reason": UNKNOWN_STORE_REASON,
-                    "category": "unknown_store",
+                    "kind": FailureKind.UNKNOWN_STORE.value,
                 },
             )
         failed = sum(unknown.values())
         if failed:
             self._metrics.images_processed.labels("failed").inc(failed)
-            self._metrics.image_failures.labels("unknown_store").inc(failed)
+            self._metrics.image_failures.labels(failure_label(FailureKind.UNKNOWN_STORE, "")).inc(
+                failed
+            )
 
     def images_settled(self, job: Job, settled: Sequence[tuple[int, ImageOutcome]]) -> None:
         measured = 0
@@ -53,8 +56,9 @@ class JobTelemetry:
             if outcome.error is None:
                 measured += 1
                 continue
-            category = failure_category(outcome.error)
-            failures[category] = failures.get(category, 0) + 1
+            kind = outcome.kind or FailureKind.INTERNAL
+            label = failure_label(kind, outcome.error)
+            failures[label] = failures.get(label, 0) + 1
             visit_index = job.visit_at(index)
             visit = job.visits[visit_index]
             log.info(
@@ -64,7 +68,7 @@ class JobTelemetry:
                     "store_id": visit.store_id,
                     "url": visit.image_urls[index - job.visit_starts[visit_index]],
                     "reason": outcome.error,
-                    "category": category,
+                    "kind": kind.value,
                 },
             )
         if measured:
@@ -72,8 +76,8 @@ class JobTelemetry:
         failed = sum(failures.values())
         if failed:
             self._metrics.images_processed.labels("failed").inc(failed)
-        for category, count in failures.items():
-            self._metrics.image_failures.labels(category).inc(count)
+        for label, count in failures.items():
+            self._metrics.image_failures.labels(label).inc(count)
 
     def job_finished(self, summary: JobSummary) -> None:
         self._metrics.jobs_finished.labels(summary.status.value).inc()

@@ -25,6 +25,8 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.connector import AddrInfoType
 from aiohttp.resolver import DefaultResolver
 
+from service.outcomes import FailureKind
+
 __all__ = [
     "ADDRESS_NOT_ALLOWED",
     "HOST_NOT_ALLOWED",
@@ -152,9 +154,12 @@ class DestinationNotAllowed(OSError):
     it raises; the downloader looks for it in the cause chain.
     """
 
-    def __init__(self, reason: str, target: object) -> None:
+    def __init__(
+        self, reason: str, target: object, kind: FailureKind = FailureKind.REFUSED_ADDRESS
+    ) -> None:
         super().__init__(f"{reason}: {target}")
         self.reason = reason
+        self.kind = kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,7 +252,9 @@ def destination_guard(policy: AddressPolicy) -> ClientMiddlewareType:
 
     async def guard(request: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
         if request.url.scheme not in ALLOWED_SCHEMES:
-            raise DestinationNotAllowed("unsupported URL scheme", request.url.scheme)
+            raise DestinationNotAllowed(
+                "unsupported URL scheme", request.url.scheme, FailureKind.REDIRECT_REFUSED
+            )
         policy.check_host(request.url.raw_host or "")
         return await handler(request)
 

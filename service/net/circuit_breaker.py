@@ -71,11 +71,12 @@ class CircuitBreaker:
 
     def allow(self, origin: str) -> bool:
         """Whether a request to ``origin`` may go ahead now; a True in half-open is the probe."""
-        entry = self._origins.get(origin)
-        if entry is None or entry.opened_at is None:
-            return True
-        if entry.probing or self._clock() - entry.opened_at < self._cool_down:
-            return False
+        state = self.state(origin)
+        if state is not CircuitState.HALF_OPEN:
+            return state is CircuitState.CLOSED
+        entry = self._origins[origin]
+        if entry.probing:
+            return False  # one probe at a time; the rest wait for its verdict
         entry.probing = True
         return True
 

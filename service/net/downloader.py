@@ -2,20 +2,21 @@
 
 ``Downloader.try_fetch`` makes one attempt and says whether (and after how
 long) another is worth it, so the pipeline can wait out a backoff without
-holding a worker; ``Downloader.fetch`` is the plain retrying call.
+holding a worker.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import socket
+import time
+from collections.abc import Callable
 
 import aiohttp
 from aiohttp import hdrs
 from yarl import URL
 
-from service.config import Settings
+from service.config import DownloadSettings
 from service.net.address_policy import (
     AddressPolicy,
     DestinationNotAllowed,
@@ -26,6 +27,7 @@ from service.net.address_policy import (
 from service.net.byte_budget import ByteLease
 from service.net.circuit_breaker import CircuitBreaker, origin_key
 from service.net.retry import RETRYABLE_STATUSES, RetryPolicy, parse_retry_after
+from service.outcomes import FailureKind
 from service.url_credentials import mask_credentials
 
 __all__ = [
@@ -52,10 +54,11 @@ class FetchError(Exception):
     target, aiohttp's own message), so any password in them is masked here.
     """
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, kind: FailureKind) -> None:
         reason = mask_credentials(reason)
         super().__init__(reason)
         self.reason = reason
+        self.kind = kind
 
 
 class RetryLater(Exception):
@@ -71,14 +74,15 @@ class RetryLater(Exception):
 class _Transient(Exception):
     """Internal: a failure worth retrying, which also counts against the origin."""
 
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+    def __init__(self, reason: str, kind: FailureKind, retry_after: float | None = None) -> None:
         reason = mask_credentials(reason)  # it becomes a RetryLater or FetchError reason
         super().__init__(reason)
         self.reason = reason
+        self.kind = kind
         self.retry_after = retry_after
 
 
-def address_policy_from(settings: Settings) -> AddressPolicy:
+def address_policy_from(settings: DownloadSettings) -> AddressPolicy:
     return AddressPolicy(
         allow_private_networks=settings.allow_private_networks,
         allowed_hosts=tuple(host.lower().rstrip(".") for host in settings.allowed_hosts),
@@ -86,7 +90,7 @@ def address_policy_from(settings: Settings) -> AddressPolicy:
 
 
 def create_client_session(
-    settings: Settings,
+    settings: DownloadSettings,
     *,
     policy: AddressPolicy | None = None,
     resolver: aiohttp.abc.AbstractResolver | None = None,
@@ -127,12 +131,15 @@ class Downloader:
     def __init__(
         self,
         session: aiohttp.ClientSession,
-        settings: Settings,
+        settings: DownloadSettings,
         *,
         retry: RetryPolicy | None = None,
         breaker: CircuitBreaker | None = None,
+        observe_seconds: Callable[[float], None] | None = None,
     ) -> None:
         self._session = session
+        # Told how long each attempt took, whatever its end (the download-time metric).
+        self._observe_seconds = observe_seconds
         self._max_bytes = settings.max_image_bytes
         self._max_redirects = settings.max_redirects
         self._retry = (
@@ -153,16 +160,6 @@ class Downloader:
             )
         )
 
-    async def fetch(self, url: str) -> bytes:
-        """Download with retries, sleeping between attempts."""
-        attempt = 1
-        while True:
-            try:
-                return await self.try_fetch(url, attempt)
-            except RetryLater as later:
-                await asyncio.sleep(later.delay)
-                attempt += 1
-
     async def try_fetch(
         self, url: str, attempt: int = 1, *, lease: ByteLease | None = None
     ) -> bytes:
@@ -176,29 +173,33 @@ class Downloader:
             target = URL(url)
             origin = origin_key(target)
         except (ValueError, UnicodeError) as exc:
-            raise FetchError(f"invalid URL: {exc}") from None
+            raise FetchError(f"invalid URL: {exc}", FailureKind.INVALID_URL) from None
         if not self._breaker.allow(origin):
-            raise FetchError(CIRCUIT_OPEN)
-        settled = False
+            raise FetchError(CIRCUIT_OPEN, FailureKind.CIRCUIT_OPEN)
+        verdict = False  # whether the breaker heard how this attempt went
+        started = time.perf_counter()
         try:
             data = await self._attempt(target, lease)
             self._breaker.record_success(origin)
-            settled = True
+            verdict = True
             return data
         except _Transient as failure:
             self._breaker.record_failure(origin)
-            settled = True
+            verdict = True
             plural = "attempt" if attempt == 1 else "attempts"
             if not self._retry.should_retry(attempt):
-                raise FetchError(f"{failure.reason} after {attempt} {plural}") from None
+                reason = f"{failure.reason} after {attempt} {plural}"
+                raise FetchError(reason, failure.kind) from None
             delay = self._retry.delay(attempt, failure.retry_after)
             raise RetryLater(failure.reason, attempt, delay) from None
         except FetchError:
             # The host answered (or was never contacted): no verdict on its health.
             raise
         finally:
-            if not settled:
+            if not verdict:
                 self._breaker.release(origin)
+            if self._observe_seconds is not None:
+                self._observe_seconds(time.perf_counter() - started)
 
     async def _attempt(self, url: URL, lease: ByteLease | None) -> bytes:
         try:
@@ -212,12 +213,14 @@ class Downloader:
                 status = response.status
                 if status in RETRYABLE_STATUSES:
                     retry_after = parse_retry_after(response.headers.get("Retry-After"))
-                    raise _Transient(f"HTTP {status}", retry_after)
+                    raise _Transient(f"HTTP {status}", FailureKind.HTTP_STATUS, retry_after)
                 if not 200 <= status < 300:
-                    raise FetchError(f"HTTP {status}")
+                    raise FetchError(f"HTTP {status}", FailureKind.HTTP_STATUS)
                 declared = response.content_length
                 if declared is not None and declared > self._max_bytes:
-                    raise FetchError(f"image larger than {self._max_bytes} bytes")
+                    raise FetchError(
+                        f"image larger than {self._max_bytes} bytes", FailureKind.TOO_LARGE
+                    )
                 # The body's size in memory, when the headers tell it: not for a body
                 # without a length, nor a compressed one (its length is compressed).
                 known = declared if declared is not None and _uncompressed(response) else None
@@ -234,7 +237,7 @@ class Downloader:
         except Exception as exc:
             refusal = _refusal(exc)
             if refusal is not None:
-                raise FetchError(refusal.reason) from None
+                raise FetchError(refusal.reason, refusal.kind) from None
             raise _classify(exc, self._max_redirects) from None
 
     async def _read_body(self, response: aiohttp.ClientResponse, known: int | None) -> bytes:
@@ -252,7 +255,9 @@ class Downloader:
         async for chunk in response.content.iter_chunked(CHUNK_SIZE):
             received += len(chunk)
             if received > self._max_bytes:
-                raise FetchError(f"image larger than {self._max_bytes} bytes")
+                raise FetchError(
+                    f"image larger than {self._max_bytes} bytes", FailureKind.TOO_LARGE
+                )
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -280,28 +285,30 @@ def _refusal(exc: BaseException) -> DestinationNotAllowed | None:
 def _classify(exc: Exception, max_redirects: int) -> FetchError | _Transient:
     """A final ``FetchError`` or a retryable ``_Transient`` for an aiohttp/socket error."""
     if isinstance(exc, aiohttp.TooManyRedirects):
-        return FetchError(f"too many redirects (more than {max_redirects})")
+        return FetchError(
+            f"too many redirects (more than {max_redirects})", FailureKind.REDIRECT_REFUSED
+        )
     if isinstance(exc, aiohttp.NonHttpUrlRedirectClientError):
-        return FetchError(f"redirect to a non-http(s) URL: {exc}")
+        return FetchError(f"redirect to a non-http(s) URL: {exc}", FailureKind.REDIRECT_REFUSED)
     if isinstance(exc, aiohttp.InvalidURL):
-        return FetchError(f"invalid URL: {exc}")
+        return FetchError(f"invalid URL: {exc}", FailureKind.INVALID_URL)
     if isinstance(exc, aiohttp.NonHttpUrlClientError):
-        return FetchError(f"not an http(s) URL: {exc}")
+        return FetchError(f"not an http(s) URL: {exc}", FailureKind.INVALID_URL)
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
         # A name that does not exist will not exist in a second either.
         gai = exc.os_error
         if isinstance(gai, socket.gaierror) and gai.errno == socket.EAI_AGAIN:
-            return _Transient("cannot resolve host (temporary failure)")
-        return FetchError(f"cannot resolve host: {_describe(gai)}")
+            return _Transient("cannot resolve host (temporary failure)", FailureKind.FETCH)
+        return FetchError(f"cannot resolve host: {_describe(gai)}", FailureKind.FETCH)
     if isinstance(exc, TimeoutError):
-        return _Transient("timed out")
+        return _Transient("timed out", FailureKind.TIMEOUT)
     if isinstance(exc, aiohttp.ClientPayloadError):
         # aiohttp's text nests the whole cause chain; the kind of break is enough here.
-        return _Transient("connection broken mid-body")
+        return _Transient("connection broken mid-body", FailureKind.FETCH)
     if isinstance(exc, aiohttp.ClientResponseError):
-        return FetchError(f"bad response: {_describe(exc)}")
+        return FetchError(f"bad response: {_describe(exc)}", FailureKind.FETCH)
     if isinstance(exc, aiohttp.ClientError | OSError):
-        return _Transient(f"connection error: {_describe(exc)}")
+        return _Transient(f"connection error: {_describe(exc)}", FailureKind.FETCH)
     raise exc
 
 

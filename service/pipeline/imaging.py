@@ -15,36 +15,19 @@ from io import BytesIO
 
 from PIL import Image, UnidentifiedImageError
 
+from service.outcomes import FailureKind, ImageOutcome
 from service.pipeline.jpeg_scans import count_scans
 
 __all__ = [
-    "MeasureFailure",
     "MeasureOptions",
-    "Measurement",
     "init_worker",
     "measure_batch",
     "measure_image",
     "ping",
 ]
 
-VERIFY_MODES = ("full", "header")
 # Pillow's names for files libjpeg decodes (an MPO is JPEGs in a row; load() decodes the first).
 _JPEG_FORMATS = frozenset({"JPEG", "MPO"})
-
-
-@dataclass(frozen=True, slots=True)
-class Measurement:
-    width: int
-    height: int
-
-    @property
-    def perimeter(self) -> int:
-        return 2 * (self.width + self.height)
-
-
-@dataclass(frozen=True, slots=True)
-class MeasureFailure:
-    reason: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -90,14 +73,13 @@ def _declared_size(data: bytes) -> tuple[int, int] | None:
         Image.MAX_IMAGE_PIXELS = saved
 
 
-def _too_large(data: bytes) -> MeasureFailure:
+def _too_large(data: bytes) -> ImageOutcome:
     size = _declared_size(data)
-    return MeasureFailure(
-        "image too large" if size is None else f"image too large: {size[0]}x{size[1]}"
-    )
+    reason = "image too large" if size is None else f"image too large: {size[0]}x{size[1]}"
+    return ImageOutcome.failed(reason, FailureKind.PIXELS)
 
 
-def measure_image(data: bytes, options: MeasureOptions) -> Measurement | MeasureFailure:
+def measure_image(data: bytes, options: MeasureOptions) -> ImageOutcome:
     """Return the image's original dimensions, or why it cannot be measured."""
     try:
         # Pillow's bomb check fires inside open() and load(); as an error, whatever the
@@ -106,44 +88,47 @@ def measure_image(data: bytes, options: MeasureOptions) -> Measurement | Measure
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             return _measure(data, options)
     except UnidentifiedImageError:
-        return MeasureFailure("not an image (unrecognised format)")
+        return ImageOutcome.failed("not an image (unrecognised format)", FailureKind.NOT_AN_IMAGE)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         return _too_large(data)
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as exc:
-        return MeasureFailure(f"corrupt or truncated image: {exc}")
+        return ImageOutcome.failed(f"corrupt or truncated image: {exc}", FailureKind.DECODE)
     except MemoryError:
         return _too_large(data)
     except Exception as exc:
         # Pillow's plugins raise more than the types above on hostile files (a
         # DDS with unknown pixel flags, a broken TIFF); one such file must
         # cost its own image only, never the batch it shares a worker call with.
-        return MeasureFailure(f"unsupported or corrupt image: {type(exc).__name__}: {exc}")
+        return ImageOutcome.failed(
+            f"unsupported or corrupt image: {type(exc).__name__}: {exc}", FailureKind.DECODE
+        )
 
 
-def _measure(data: bytes, options: MeasureOptions) -> Measurement | MeasureFailure:
+def _measure(data: bytes, options: MeasureOptions) -> ImageOutcome:
     with Image.open(BytesIO(data)) as image:
         width, height = image.size
         if width <= 0 or height <= 0:
-            return MeasureFailure(f"invalid image dimensions: {width}x{height}")
+            return ImageOutcome.failed(
+                f"invalid image dimensions: {width}x{height}", FailureKind.PIXELS
+            )
         if width * height > options.max_pixels:
-            return MeasureFailure(f"image too large: {width}x{height}")
+            return ImageOutcome.failed(f"image too large: {width}x{height}", FailureKind.PIXELS)
         if options.verify == "full":
             # libjpeg decodes a progressive JPEG once per scan; a file repeating
             # one scan thousands of times would hold this worker for minutes.
             if image.format in _JPEG_FORMATS:
                 scans = count_scans(data, options.max_jpeg_scans)
                 if scans > options.max_jpeg_scans:
-                    return MeasureFailure(
-                        f"too many JPEG scans (more than {options.max_jpeg_scans})"
+                    return ImageOutcome.failed(
+                        f"too many JPEG scans (more than {options.max_jpeg_scans})",
+                        FailureKind.TOO_MANY_SCANS,
                     )
             # load() decodes every pixel of the first frame, so corrupt or
             # truncated files fail here rather than passing on their header.
             image.load()
-        return Measurement(width, height)
+        return ImageOutcome.measured(width, height)
 
 
-def measure_batch(
-    images: list[bytes], options: MeasureOptions
-) -> list[Measurement | MeasureFailure]:
+def measure_batch(images: list[bytes], options: MeasureOptions) -> list[ImageOutcome]:
     """Measure several images in one pool call; one result per input, same order."""
     return [measure_image(data, options) for data in images]

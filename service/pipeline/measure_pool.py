@@ -29,24 +29,26 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+from service.config import PoolSettings
+from service.outcomes import FailureKind, ImageOutcome
 from service.pipeline import imaging
-from service.pipeline.imaging import MeasureFailure, Measurement, MeasureOptions
+from service.pipeline.imaging import MeasureOptions
 
 __all__ = ["CRASHED_REASON", "BatchFunction", "MeasurePool", "default_worker_count"]
 
 log = logging.getLogger(__name__)
 
 CRASHED_REASON = "image processing crashed (worker process died)"
+_CRASHED = ImageOutcome.failed(CRASHED_REASON, FailureKind.INTERNAL)
 
-Result = Measurement | MeasureFailure
 # Runs in a worker: (images, options) -> one result per image, same order.
-BatchFunction = Callable[[list[bytes], MeasureOptions], list[Result]]
+BatchFunction = Callable[[list[bytes], MeasureOptions], list[ImageOutcome]]
 
 
 @dataclass(eq=False, slots=True)
 class _Pending:
     data: bytes
-    future: asyncio.Future[Result]
+    future: asyncio.Future[ImageOutcome]
     retried: bool = False
 
 
@@ -69,22 +71,23 @@ def default_worker_count(cgroup_cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) 
 class MeasurePool:
     def __init__(
         self,
+        settings: PoolSettings,
         *,
-        workers: int,
-        options: MeasureOptions,
-        max_batch: int,
-        max_batch_bytes: int,
         batch_function: BatchFunction = imaging.measure_batch,
         on_batch: Callable[[int], None] | None = None,
-        niceness: int = 0,
     ) -> None:
-        self.workers = workers or default_worker_count()
+        self.workers = settings.workers or default_worker_count()
         # Told each batch's size as it goes out (the batch-size metric).
         self._on_batch = on_batch
-        self._niceness = niceness
-        self._options = options
-        self._max_batch = max_batch
-        self._max_batch_bytes = max_batch_bytes
+        self._niceness = settings.worker_niceness
+        self._options = MeasureOptions(
+            verify=settings.verify,
+            max_pixels=settings.max_pixels,
+            max_jpeg_scans=settings.max_jpeg_scans,
+        )
+        self._max_batch = settings.batch_size
+        self._max_batch_bytes = settings.batch_max_bytes
+        # Tests substitute a function that injects faults into real workers.
         self._batch_function = batch_function
         self._pending: deque[_Pending] = deque()
         # Images whose batch died with a worker; each goes out alone, before new work.
@@ -138,8 +141,8 @@ class MeasurePool:
                 self._rebuild()
             return await loop.run_in_executor(self._executor, imaging.ping)
 
-    async def measure(self, data: bytes) -> Result:
-        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+    async def measure(self, data: bytes) -> ImageOutcome:
+        future: asyncio.Future[ImageOutcome] = asyncio.get_running_loop().create_future()
         self._pending.append(_Pending(data, future))
         self._dispatch()
         return await future
@@ -172,7 +175,9 @@ class MeasurePool:
                 # Whatever goes wrong, every image taken here must still get an
                 # answer, or its job would stay ongoing forever.
                 log.exception("cannot hand a batch to the measure pool")
-                failure = MeasureFailure(f"image processing failed: {exc!r}")
+                failure = ImageOutcome.failed(
+                    f"image processing failed: {exc!r}", FailureKind.INTERNAL
+                )
                 for item in batch:
                     _resolve(item.future, failure)
                 continue
@@ -183,9 +188,11 @@ class MeasurePool:
                 self._on_batch(len(batch))
             # The batch (and its bytes) stays referenced until the call ends, for a
             # retry; the executor holds the same objects for as long anyway.
-            call.add_done_callback(partial(self._settle_threadsafe, loop, self._generation, batch))
+            call.add_done_callback(
+                partial(self._batch_done_threadsafe, loop, self._generation, batch)
+            )
 
-    def _submit(self, batch: list[_Pending]) -> ConcurrentFuture[list[Result]]:
+    def _submit(self, batch: list[_Pending]) -> ConcurrentFuture[list[ImageOutcome]]:
         images = [item.data for item in batch]
         try:
             return self._executor.submit(self._batch_function, images, self._options)
@@ -204,20 +211,20 @@ class MeasurePool:
         _kill_survivors(broken)
         broken.shutdown(wait=False, cancel_futures=True)
 
-    def _settle_threadsafe(
+    def _batch_done_threadsafe(
         self,
         loop: asyncio.AbstractEventLoop,
         generation: int,
         batch: list[_Pending],
-        call: ConcurrentFuture[list[Result]],
+        call: ConcurrentFuture[list[ImageOutcome]],
     ) -> None:
         # Runs in the executor's thread: hop back onto the loop.
         # A closed loop (RuntimeError) means nobody is waiting any more.
         with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(self._settle, generation, batch, call)
+            loop.call_soon_threadsafe(self._batch_done, generation, batch, call)
 
-    def _settle(
-        self, generation: int, batch: list[_Pending], call: ConcurrentFuture[list[Result]]
+    def _batch_done(
+        self, generation: int, batch: list[_Pending], call: ConcurrentFuture[list[ImageOutcome]]
     ) -> None:
         if generation == self._generation:
             self._outstanding -= 1
@@ -232,7 +239,10 @@ class MeasurePool:
             # Not a crash, but the call failed as a whole (e.g. a result that would
             # not pickle): as after a crash, each image gets one more try, alone.
             log.error("measure batch failed: %r", error)
-            self._retry_alone(batch, MeasureFailure(f"image processing failed: {error!r}"))
+            failure = ImageOutcome.failed(
+                f"image processing failed: {error!r}", FailureKind.INTERNAL
+            )
+            self._retry_alone(batch, failure)
         else:
             self.progress_at = time.monotonic()
             for item, result in zip(batch, call.result(), strict=True):
@@ -242,13 +252,13 @@ class MeasurePool:
     def _after_crash(self, generation: int, batch: list[_Pending]) -> None:
         if self._closed:
             for item in batch:
-                _resolve(item.future, MeasureFailure(CRASHED_REASON))
+                _resolve(item.future, _CRASHED)
             return
         if generation == self._generation:
             self._rebuild()
-        self._retry_alone(batch, MeasureFailure(CRASHED_REASON))
+        self._retry_alone(batch, _CRASHED)
 
-    def _retry_alone(self, batch: list[_Pending], failure: MeasureFailure) -> None:
+    def _retry_alone(self, batch: list[_Pending], failure: ImageOutcome) -> None:
         """Queue each image for one more try on its own; fail those already retried."""
         for item in batch:
             if item.retried:
@@ -292,6 +302,6 @@ def _kill_survivors(executor: ProcessPoolExecutor) -> None:
             process.kill()
 
 
-def _resolve(future: asyncio.Future[Result], result: Result) -> None:
+def _resolve(future: asyncio.Future[ImageOutcome], result: ImageOutcome) -> None:
     if not future.done():
         future.set_result(result)

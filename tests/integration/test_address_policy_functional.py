@@ -23,6 +23,7 @@ from service.net.address_policy import (
 )
 from service.net.downloader import Downloader, FetchError, create_client_session
 from tests.support.fault_host import FaultHost
+from tests.support.fetchers import fetch_retrying
 from tests.support.image_host import ImageHost
 from tests.support.resolvers import StubResolver
 from tests.support.special_addresses import SPECIAL_ADDRESSES
@@ -44,9 +45,9 @@ async def make_downloader(
         policy: AddressPolicy | None = None, resolver: Any = None, **overrides: Any
     ) -> Downloader:
         settings = make_settings(**overrides)
-        session = create_client_session(settings, policy=policy, resolver=resolver)
+        session = create_client_session(settings.download, policy=policy, resolver=resolver)
         sessions.append(session)
-        return Downloader(session, settings)
+        return Downloader(session, settings.download)
 
     yield make
     for session in sessions:
@@ -65,7 +66,7 @@ async def stand_in_host() -> AsyncIterator[FaultHost]:
 
 async def reason_for(downloader: Downloader, url: str) -> str:
     with pytest.raises(FetchError) as caught:
-        await downloader.fetch(url)
+        await fetch_retrying(downloader, url)
     return caught.value.reason
 
 
@@ -92,7 +93,7 @@ async def test_loopback_spellings(
         assert await reason_for(downloader, url) == ADDRESS_NOT_ALLOWED
         assert image_host.requests == []
     elif ALLOWED_OUTCOME[host] == "ok":
-        assert await downloader.fetch(url)
+        assert await fetch_retrying(downloader, url)
         assert image_host.requests == ["/img/4x4.png"]
     else:
         assert (await reason_for(downloader, url)).startswith("invalid URL")
@@ -106,7 +107,9 @@ async def test_dns_rebinding_to_the_metadata_address_is_refused(
     policy = AddressPolicy(exempt_networks=(ipaddress.ip_network("127.0.0.1/32"),))
     downloader = make_downloader(policy=policy, resolver=resolver, retry_attempts=1)
 
-    assert await downloader.fetch(f"http://images.test:{image_host.server.port}/img/4x4.png")
+    assert await fetch_retrying(
+        downloader, f"http://images.test:{image_host.server.port}/img/4x4.png"
+    )
     # A new connection (another port) resolves again and gets the rebound answer.
     reason = await reason_for(downloader, f"http://images.test:{fault_host.port}/img")
     assert reason == ADDRESS_NOT_ALLOWED
@@ -121,7 +124,7 @@ async def test_redirect_to_loopback_from_an_allowed_host_is_refused(
     target = image_host.url("/img/4x4.png")
 
     # The allowed host serves directly...
-    assert await downloader.fetch(stand_in_host.url("/img"))
+    assert await fetch_retrying(downloader, stand_in_host.url("/img"))
     # ...but its redirect to 127.0.0.1 is checked on the hop and never connected.
     reason = await reason_for(downloader, stand_in_host.url(f"/redirect-to?url={target}"))
     assert reason == ADDRESS_NOT_ALLOWED
@@ -133,7 +136,7 @@ async def test_redirect_to_a_host_outside_allowed_hosts_is_refused(
 ) -> None:
     downloader = make_downloader(allowed_hosts=("127.0.0.1",))
     target = image_host.url("/img/4x4.png").replace("127.0.0.1", "localhost")
-    assert await downloader.fetch(image_host.url("/img/4x4.png"))
+    assert await fetch_retrying(downloader, image_host.url("/img/4x4.png"))
     reason = await reason_for(downloader, image_host.url(f"/redirect-to?url={target}"))
     assert reason == "destination host not allowed"
 
@@ -182,7 +185,7 @@ async def test_a_name_resolving_to_a_special_address_is_refused_by_the_resolver(
     policy = AddressPolicy()
     resolver = GuardedResolver(policy, StubResolver([address]))
     async with session_with(resolver=resolver, socket_factory=tripwire()) as session:
-        downloader = Downloader(session, make_settings(retry_attempts=1))
+        downloader = Downloader(session, make_settings(retry_attempts=1).download)
         assert await reason_for(downloader, "http://images.test/x.jpg") == ADDRESS_NOT_ALLOWED
 
 
@@ -193,7 +196,7 @@ async def test_a_name_resolving_to_a_special_address_is_refused_by_the_socket_ga
     # The resolver is not guarded here: the socket gate alone must refuse.
     gate = tripwire(guarded_socket_factory(AddressPolicy()))
     async with session_with(resolver=StubResolver([address]), socket_factory=gate) as session:
-        downloader = Downloader(session, make_settings(retry_attempts=1))
+        downloader = Downloader(session, make_settings(retry_attempts=1).download)
         assert await reason_for(downloader, "http://images.test/x.jpg") == ADDRESS_NOT_ALLOWED
 
 
@@ -203,6 +206,6 @@ async def test_a_special_address_literal_in_a_url_is_refused_by_the_destination_
 ) -> None:
     guard = destination_guard(AddressPolicy())
     async with session_with(socket_factory=tripwire(), middlewares=(guard,)) as session:
-        downloader = Downloader(session, make_settings(retry_attempts=1))
+        downloader = Downloader(session, make_settings(retry_attempts=1).download)
         url = f"http://{url_host(address)}/x.jpg"
         assert await reason_for(downloader, url) == ADDRESS_NOT_ALLOWED

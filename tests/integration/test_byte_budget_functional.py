@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
 from service.config import Settings
-from service.jobs.model import ImageOutcome
 from service.net.downloader import Downloader, create_client_session
+from service.outcomes import ImageOutcome
 from service.pipeline.flow import Pipeline
-from service.pipeline.imaging import MeasureFailure, Measurement, MeasureOptions, measure_image
+from service.pipeline.imaging import MeasureOptions, measure_image
 from tests.support.images import make_image
+from tests.support.pipeline import CollectingSink, queue_of
 
 
 class HoldingMeasurer:
@@ -24,7 +25,7 @@ class HoldingMeasurer:
         self.holding = 0
         self.most_held = 0
 
-    async def measure(self, data: bytes) -> Measurement | MeasureFailure:
+    async def measure(self, data: bytes) -> ImageOutcome:
         self.holding += 1
         self.most_held = max(self.most_held, self.holding)
         try:
@@ -50,25 +51,26 @@ async def test_images_held_at_once_stay_within_the_byte_budget(
     server = await aiohttp_server(app)
     # Room for two such images, while eight downloads may run at once.
     settings = make_settings(max_in_flight=8, max_image_bytes=125_000, image_bytes_budget=250_000)
-    session = create_client_session(settings)
+    session = create_client_session(settings.download)
     measurer = HoldingMeasurer()
-    pipeline = Pipeline(settings, Downloader(session, settings), measurer)
-    settled: dict[int, ImageOutcome] = {}
-
-    def on_settled(job_id: int, batch: Sequence[tuple[int, ImageOutcome]]) -> None:
-        settled.update(batch)
-
-    images = [(index, str(server.make_url(f"/img/{index}"))) for index in range(16)]
+    urls = [str(server.make_url(f"/img/{index}")) for index in range(16)]
+    sink = CollectingSink()
+    pipeline = Pipeline(
+        settings.pipeline,
+        Downloader(session, settings.download),
+        measurer,
+        queue_of(1, urls),
+        sink,
+    )
     pipeline.start()
     try:
-        pipeline.enqueue(1, iter(images), len(images), on_settled)
         deadline = time.monotonic() + 30
-        while len(settled) < len(images):
-            assert time.monotonic() < deadline, f"settled {len(settled)} of {len(images)}"
+        while len(sink.outcomes) < len(urls):
+            assert time.monotonic() < deadline, f"settled {len(sink.outcomes)} of {len(urls)}"
             await asyncio.sleep(0.01)
     finally:
         await pipeline.close()
         await session.close()
-    assert set(settled.values()) == {ImageOutcome.measured(180, 180)}
+    assert set(sink.outcomes.values()) == {ImageOutcome.measured(180, 180)}
     assert measurer.most_held == 2
     assert pipeline.byte_budget.in_use == 0

@@ -22,6 +22,7 @@ from service.net.downloader import (
     create_client_session,
 )
 from tests.support.fault_host import FaultHost
+from tests.support.fetchers import fetch_retrying
 from tests.support.image_host import ImageHost, build_image_host_app
 
 MakeDownloader = Callable[..., Downloader]
@@ -35,9 +36,9 @@ async def make_downloader(
 
     def make(**overrides: Any) -> Downloader:
         settings = make_settings(**overrides)
-        session = create_client_session(settings)
+        session = create_client_session(settings.download)
         sessions.append(session)
-        return Downloader(session, settings)
+        return Downloader(session, settings.download)
 
     yield make
     for session in sessions:
@@ -46,7 +47,7 @@ async def make_downloader(
 
 async def failure(downloader: Downloader, url: str) -> str:
     with pytest.raises(FetchError) as caught:
-        await downloader.fetch(url)
+        await fetch_retrying(downloader, url)
     return caught.value.reason
 
 
@@ -64,7 +65,7 @@ async def test_byte_cap_holds_while_streaming_a_1_gb_body(
         # A Content-Length under the cap bounds what is read; the bytes after it
         # either go unread or make the response invalid, never an oversized read.
         try:
-            assert len(await downloader.fetch(fault_host.url(path))) == 1000
+            assert len(await fetch_retrying(downloader, fault_host.url(path))) == 1000
         except FetchError as exc:
             assert exc.reason.startswith("bad response: Data after")
             assert len(exc.reason) < 250
@@ -89,7 +90,10 @@ async def test_body_at_the_cap_is_accepted(
 ) -> None:
     downloader = make_downloader(max_image_bytes=200_000)
     for mode in ("close", "chunked", "length"):
-        assert len(await downloader.fetch(fault_host.url(f"/stream/{mode}/200000"))) == 200_000
+        assert (
+            len(await fetch_retrying(downloader, fault_host.url(f"/stream/{mode}/200000")))
+            == 200_000
+        )
 
 
 async def test_byte_cap_holds_on_the_decompressed_size_of_a_gzip_body(
@@ -106,7 +110,7 @@ async def test_gzip_body_under_the_cap_arrives_decompressed(
     make_downloader: MakeDownloader, fault_host: FaultHost
 ) -> None:
     downloader = make_downloader(max_image_bytes=1_000_000)
-    assert await downloader.fetch(fault_host.url("/gzip/300000")) == bytes(300_000)
+    assert await fetch_retrying(downloader, fault_host.url("/gzip/300000")) == bytes(300_000)
 
 
 async def test_cookies_an_image_host_sets_are_never_sent_back(
@@ -127,7 +131,7 @@ async def test_cookies_an_image_host_sets_are_never_sent_back(
     # By name: aiohttp's default jar already ignores cookies from IP-address hosts.
     base = f"http://localhost:{server.port}"
     for name in ("first.png", "second.png"):
-        assert await downloader.fetch(f"{base}/{name}") == b"image bytes"
+        assert await fetch_retrying(downloader, f"{base}/{name}") == b"image bytes"
     assert seen_cookies == [None, None]
 
 
@@ -168,7 +172,7 @@ async def test_exactly_max_redirects_are_followed(
     make_downloader: MakeDownloader, image_host: ImageHost
 ) -> None:
     downloader = make_downloader(max_redirects=3)
-    assert await downloader.fetch(image_host.url("/redirect/3/4x4.png"))
+    assert await fetch_retrying(downloader, image_host.url("/redirect/3/4x4.png"))
     reason = await failure(downloader, image_host.url("/redirect/4/4x4.png"))
     assert reason == "too many redirects (more than 3)"
 
@@ -204,7 +208,7 @@ async def test_503_then_200_is_retried_to_success(
     make_downloader: MakeDownloader, fault_host: FaultHost
 ) -> None:
     downloader = make_downloader(retry_attempts=3)
-    assert await downloader.fetch(fault_host.url("/flaky/a/2"))
+    assert await fetch_retrying(downloader, fault_host.url("/flaky/a/2"))
     assert fault_host.requests == ["/flaky/a/2"] * 3
 
 
@@ -281,7 +285,7 @@ async def test_429_with_retry_after_succeeds_through_fetch(
     make_downloader: MakeDownloader, fault_host: FaultHost
 ) -> None:
     downloader = make_downloader(retry_max_delay=0.05)
-    assert await downloader.fetch(fault_host.url("/retry-after/f/1"))
+    assert await fetch_retrying(downloader, fault_host.url("/retry-after/f/1"))
     assert len(fault_host.requests) == 2
 
 
@@ -305,7 +309,7 @@ async def test_circuit_opens_per_origin_after_consecutive_failures(
 
     # Another host is unaffected.
     other = fault_host.url("/img").replace("127.0.0.1", "localhost")
-    assert await downloader.fetch(other)
+    assert await fetch_retrying(downloader, other)
 
 
 async def test_a_failing_port_does_not_open_the_circuit_for_another_port_on_the_same_host(
@@ -326,7 +330,7 @@ async def test_a_failing_port_does_not_open_the_circuit_for_another_port_on_the_
 
     # Same host, other port: a different origin, still fetched from the server.
     for _ in range(3):
-        data = await downloader.fetch(image_host.url("/img/4x4.png"))
+        data = await fetch_retrying(downloader, image_host.url("/img/4x4.png"))
         assert Image.open(BytesIO(data)).size == (4, 4)
     assert image_host.requests == ["/img/4x4.png"] * 3
 
@@ -341,7 +345,7 @@ async def test_hard_failures_do_not_trip_the_breaker(
     downloader = make_downloader(retry_attempts=1, circuit_breaker_threshold=2)
     for _ in range(3):
         assert await failure(downloader, image_host.url("/status/404")) == "HTTP 404"
-    assert await downloader.fetch(image_host.url("/img/4x4.png"))
+    assert await fetch_retrying(downloader, image_host.url("/img/4x4.png"))
 
 
 async def test_connection_refused_is_retried(
@@ -359,8 +363,8 @@ async def test_half_open_probe_reaches_the_host_and_closes_the_circuit(
     now = [0.0]
     settings = make_settings(retry_attempts=1)
     breaker = CircuitBreaker(threshold=2, cool_down=30.0, clock=lambda: now[0])
-    async with create_client_session(settings) as session:
-        downloader = Downloader(session, settings, breaker=breaker)
+    async with create_client_session(settings.download) as session:
+        downloader = Downloader(session, settings.download, breaker=breaker)
         flaky = fault_host.url("/flaky/probe/2")  # fails twice, then recovers
         for _ in range(2):
             assert await failure(downloader, flaky) == "HTTP 503 after 1 attempt"
@@ -370,7 +374,7 @@ async def test_half_open_probe_reaches_the_host_and_closes_the_circuit(
         assert breaker.state(origin) is CircuitState.OPEN
 
         now[0] = 30.0  # cool-down over: the next request is the probe
-        assert await downloader.fetch(flaky)
+        assert await fetch_retrying(downloader, flaky)
         assert len(fault_host.requests) == 3
         assert breaker.state(origin) is CircuitState.CLOSED
-        assert await downloader.fetch(fault_host.url("/img"))
+        assert await fetch_retrying(downloader, fault_host.url("/img"))

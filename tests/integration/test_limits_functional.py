@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient
 
 from service.api import keys
 from service.config import Settings
-from service.jobs.model import MAX_ERROR_LENGTH
+from service.outcomes import MAX_ERROR_LENGTH
 from tests.support.fault_host import FaultHost
 from tests.support.image_host import ImageHost
 from tests.support.polling import wait_for_status

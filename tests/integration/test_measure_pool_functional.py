@@ -4,29 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from service.pipeline.imaging import Measurement, MeasureOptions
+from service.config import Settings
+from service.outcomes import ImageOutcome
 from service.pipeline.measure_pool import MeasurePool
 from tests.support import pool_faults
 from tests.support.images import make_image
 
 
-async def started_pool(**overrides: Any) -> MeasurePool:
+async def started_pool(
+    on_batch: Callable[[int], None] | None = None, **overrides: Any
+) -> MeasurePool:
     """One real worker that obeys tests.support.pool_faults commands, started."""
-    options: dict[str, Any] = {
-        "workers": 1,
-        "options": MeasureOptions(verify="full", max_pixels=50_000_000, max_jpeg_scans=100),
-        "max_batch": 8,
-        "max_batch_bytes": 50_000_000,
-        "batch_function": pool_faults.measure_batch,
-    }
-    options.update(overrides)
-    pool = MeasurePool(**options)
+    values: dict[str, Any] = {"workers": 1, "batch_size": 8, "batch_max_bytes": 50_000_000}
+    values.update(overrides)
+    pool = MeasurePool(
+        Settings(**values).pool, batch_function=pool_faults.measure_batch, on_batch=on_batch
+    )
     await pool.ping()
     return pool
 
@@ -48,11 +47,11 @@ async def test_a_call_that_fails_whole_retries_each_image_alone(
     measured = asyncio.gather(*(one_worker_pool.measure(data) for data in batch))
     await asyncio.sleep(0)
     gate.touch()
-    assert await asyncio.wait_for(holder, 30) == Measurement(2, 2)
+    assert await asyncio.wait_for(holder, 30) == ImageOutcome.measured(2, 2)
     assert await asyncio.wait_for(measured, 30) == [
-        Measurement(5, 7),
-        Measurement(3, 3),
-        Measurement(9, 4),
+        ImageOutcome.measured(5, 7),
+        ImageOutcome.measured(3, 3),
+        ImageOutcome.measured(9, 4),
     ]
 
 
@@ -75,7 +74,7 @@ async def test_close_does_not_wait_for_a_batch_nobody_wants(tmp_path: Path) -> N
 async def test_batches_also_stop_at_the_byte_budget(tmp_path: Path) -> None:
     image = make_image(64, 64, "png")
     sizes: list[int] = []
-    pool = await started_pool(max_batch_bytes=2 * len(image), on_batch=sizes.append)
+    pool = await started_pool(batch_max_bytes=2 * len(image), on_batch=sizes.append)
     try:
         gate = tmp_path / "gate"
         # The first image holds the only worker while five more queue up behind it.
@@ -84,7 +83,7 @@ async def test_batches_also_stop_at_the_byte_budget(tmp_path: Path) -> None:
         await asyncio.sleep(0)
         gate.touch()
         await asyncio.wait_for(holder, 30)
-        assert await asyncio.wait_for(queued, 30) == [Measurement(64, 64)] * 5
+        assert await asyncio.wait_for(queued, 30) == [ImageOutcome.measured(64, 64)] * 5
     finally:
         await pool.close()
     # Up to the budget (two images), never the eight the count cap allows.

@@ -139,6 +139,9 @@ async def test_json_log_lines(
     assert access["path"] == "/api/submit"
     assert access["status"] == 201
     assert access["message"] == "POST /api/submit 201"
+    # The process runs with allow_private_networks on: one warning says so at start.
+    (warning,) = [e for e in entries if "allow_private_networks" in e["message"]]
+    assert warning["level"] == "warning"
 
 
 async def test_text_log_lines(
@@ -185,5 +188,8 @@ async def test_log_level_comes_from_config(
         unused_tcp_port, stores_csv, image_host, log_file, {"RP_LOG_LEVEL": "warning"}
     )
     assert code == 0
-    # Nothing at warning or above happens in a normal run.
-    assert log_file.read_text(encoding="utf-8") == ""
+    # Nothing at warning or above happens in a normal run, but for the start-up
+    # reminder that this run allows private networks (for its loopback image host).
+    entries = [json.loads(line) for line in log_file.read_text(encoding="utf-8").splitlines()]
+    assert [entry["level"] for entry in entries] == ["warning"]
+    assert "allow_private_networks is on" in entries[0]["message"]

@@ -15,6 +15,7 @@ from yarl import URL
 from service.config import Settings
 from service.logging_setup import configure_logging, stop_logging
 from service.net.downloader import Downloader, FetchError, create_client_session
+from tests.support.fetchers import fetch_retrying
 from tests.support.image_host import BASIC_AUTH, ImageHost
 from tests.support.polling import wait_for_status
 
@@ -133,9 +134,9 @@ async def test_a_failure_reason_quoting_a_url_masks_its_password(
     settings = make_settings(retry_attempts=1)
     target = f"ftp://{USER}:{PASSWORD}@files.test/x.jpg"
     url = URL(image_host.url("/redirect-to")).with_query(url=target)
-    async with create_client_session(settings) as session:
+    async with create_client_session(settings.download) as session:
         with pytest.raises(FetchError) as caught:
-            await Downloader(session, settings).fetch(str(url))
+            await fetch_retrying(Downloader(session, settings.download), str(url))
     assert (
         caught.value.reason == f"redirect to a non-http(s) URL: ftp://{USER}:***@files.test/x.jpg"
     )

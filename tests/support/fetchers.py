@@ -1,10 +1,14 @@
-"""Stand-in fetchers for pipeline tests that are about scheduling, not downloading."""
+"""Fetching in tests: a stand-in fetcher for scheduling tests, and the retrying loop around
+``Downloader.try_fetch`` that the pipeline otherwise runs on timers."""
 
 from __future__ import annotations
 
-from service.net.byte_budget import ByteLease
+import asyncio
 
-__all__ = ["UrlBytesFetcher"]
+from service.net.byte_budget import ByteLease
+from service.net.downloader import Downloader, RetryLater
+
+__all__ = ["UrlBytesFetcher", "fetch_retrying"]
 
 
 class UrlBytesFetcher:
@@ -14,3 +18,14 @@ class UrlBytesFetcher:
         self, url: str, attempt: int = 1, *, lease: ByteLease | None = None
     ) -> bytes:
         return url.encode()
+
+
+async def fetch_retrying(downloader: Downloader, url: str) -> bytes:
+    """Download with retries, sleeping out each backoff: the bytes, or ``FetchError``."""
+    attempt = 1
+    while True:
+        try:
+            return await downloader.try_fetch(url, attempt)
+        except RetryLater as later:
+            await asyncio.sleep(later.delay)
+            attempt += 1

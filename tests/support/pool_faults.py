@@ -17,8 +17,9 @@ import os
 import time
 from pathlib import Path
 
+from service.outcomes import FailureKind, ImageOutcome
 from service.pipeline import imaging
-from service.pipeline.imaging import MeasureFailure, Measurement, MeasureOptions
+from service.pipeline.imaging import MeasureOptions
 
 __all__ = ["FAILS_IN_COMPANY", "hold_always", "hold_once", "measure_batch", "wait_for"]
 
@@ -46,19 +47,19 @@ def _write_pid(path: Path) -> None:
     temporary.rename(path)  # atomic: a reader never sees a half-written pid
 
 
-def _hold() -> MeasureFailure:
+def _hold() -> ImageOutcome:
     deadline = time.monotonic() + HOLD_LIMIT
     while time.monotonic() < deadline:
         time.sleep(0.05)
-    return MeasureFailure("held worker was never killed")
+    return ImageOutcome.failed("held worker was never killed", FailureKind.INTERNAL)
 
 
-def _run(data: bytes, options: MeasureOptions) -> Measurement | MeasureFailure:
+def _run(data: bytes, options: MeasureOptions) -> ImageOutcome:
     command, _, argument = data.partition(b" ")
     if command == b"hold-once":
         pid_file = Path(argument.decode())
         if pid_file.exists():
-            return Measurement(1, 1)
+            return ImageOutcome.measured(1, 1)
         _write_pid(pid_file)
         return _hold()
     if command == b"hold-always":
@@ -73,15 +74,13 @@ def _run(data: bytes, options: MeasureOptions) -> Measurement | MeasureFailure:
         deadline = time.monotonic() + HOLD_LIMIT
         while not gate.exists() and time.monotonic() < deadline:
             time.sleep(0.02)
-        return Measurement(2, 2)
+        return ImageOutcome.measured(2, 2)
     if data == FAILS_IN_COMPANY:
-        return Measurement(3, 3)
+        return ImageOutcome.measured(3, 3)
     return imaging.measure_image(data, options)
 
 
-def measure_batch(
-    images: list[bytes], options: MeasureOptions
-) -> list[Measurement | MeasureFailure]:
+def measure_batch(images: list[bytes], options: MeasureOptions) -> list[ImageOutcome]:
     if FAILS_IN_COMPANY in images and len(images) > 1:
         raise ValueError("the whole call fails, as an unpicklable result would")
     return [_run(data, options) for data in images]

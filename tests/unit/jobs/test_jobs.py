@@ -7,14 +7,14 @@ from datetime import UTC, datetime
 import pytest
 
 from service.jobs.model import (
-    UNKNOWN_STORE_REASON,
-    ImageOutcome,
     Job,
     JobStatus,
     StoreError,
     Visit,
     normalise_visit_time,
 )
+from service.outcomes import UNKNOWN_STORE_REASON, FailureKind, ImageOutcome
+from service.pipeline.fair_queue import ImageTask
 from service.store_master import Store
 
 KNOWN = Store("S1", "Shop", "7")
@@ -28,13 +28,17 @@ def make_job(*visits: Visit, known: bool = True) -> Job:
 def test_flat_indexes_follow_submission_order() -> None:
     job = make_job(Visit("S1", "t", ("a", "b")), Visit("S2", "t", ("c",)))
     assert job.total == 3
-    assert list(job.pending_images()) == [(0, "a"), (1, "b"), (2, "c")]
+    assert list(job.pending_images()) == [
+        ImageTask(1, 0, "a"),
+        ImageTask(1, 1, "b"),
+        ImageTask(1, 2, "c"),
+    ]
     assert [job.visit_at(index) for index in range(3)] == [0, 0, 1]
 
 
 def test_unknown_store_images_are_not_pending() -> None:
     job = Job.create(1, (Visit("S1", "t", ("a",)), Visit("X", "t", ("b",))), (KNOWN, None))
-    assert list(job.pending_images()) == [(0, "a")]
+    assert list(job.pending_images()) == [ImageTask(1, 0, "a")]
 
 
 def test_unknown_store_images_fail_as_the_job_is_created() -> None:
@@ -47,7 +51,7 @@ def test_unknown_store_images_fail_as_the_job_is_created() -> None:
     job = Job.create(1, visits, (None, KNOWN, None, None))
     assert (job.total, job.done, job.failed) == (5, 4, 4)
     assert job.unknown_store_images() == {"X": 3, "Y": 1}
-    unknown = ImageOutcome.failed(UNKNOWN_STORE_REASON)
+    unknown = ImageOutcome.failed(UNKNOWN_STORE_REASON, FailureKind.UNKNOWN_STORE)
     assert job.outcomes == [unknown, unknown, None, unknown, unknown]
     job.record(2, ImageOutcome.measured(2, 2))
     assert job.all_settled
@@ -73,7 +77,7 @@ def test_terminal_job_never_changes() -> None:
     job.record(0, ImageOutcome.measured(4, 3))
     first = datetime(2026, 1, 1, tzinfo=UTC)
     job.finish(first)
-    job.record(0, ImageOutcome.failed("late"))
+    job.record(0, ImageOutcome.failed("late", FailureKind.HTTP_STATUS))
     job.finish(datetime(2027, 1, 1, tzinfo=UTC))
     assert (job.status, job.finished_at, job.failed) == (JobStatus.COMPLETED, first, 0)
 
@@ -81,7 +85,7 @@ def test_terminal_job_never_changes() -> None:
 def test_settling_an_image_twice_counts_once() -> None:
     job = make_job(Visit("S1", "t", ("a", "b")))
     job.record(0, ImageOutcome.measured(4, 3))
-    job.record(0, ImageOutcome.failed("again"))
+    job.record(0, ImageOutcome.failed("again", FailureKind.HTTP_STATUS))
     assert (job.done, job.failed) == (1, 0)
 
 
@@ -95,9 +99,9 @@ def test_errors_name_each_failed_store_once_in_submission_order() -> None:
     job = Job.create(1, visits, (KNOWN, KNOWN, None, KNOWN))
     # Settle out of order: S1's later image fails first. S3's image (index 3) failed
     # as the job was created.
-    job.record(4, ImageOutcome.failed("HTTP 404"))
+    job.record(4, ImageOutcome.failed("HTTP 404", FailureKind.HTTP_STATUS))
     job.record(2, ImageOutcome.measured(1, 1))
-    job.record(1, ImageOutcome.failed("timed out"))
+    job.record(1, ImageOutcome.failed("timed out", FailureKind.TIMEOUT))
     job.record(0, ImageOutcome.measured(1, 1))
     job.finish(datetime.now(UTC))
 

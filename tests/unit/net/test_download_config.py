@@ -14,7 +14,7 @@ def test_defaults_block_private_networks_and_allow_any_public_host() -> None:
     settings = Settings()
     assert settings.allow_private_networks is False
     assert settings.allowed_hosts == ()
-    policy = address_policy_from(settings)
+    policy = address_policy_from(settings.download)
     assert not policy.address_allowed("127.0.0.1")
     assert policy.host_allowed("images.example.com")
 
@@ -23,13 +23,13 @@ def test_defaults_block_private_networks_and_allow_any_public_host() -> None:
 def test_allow_private_networks_from_the_environment(text: str, expected: bool) -> None:
     settings = load_config(environ={"RP_ALLOW_PRIVATE_NETWORKS": text})
     assert settings.allow_private_networks is expected
-    assert address_policy_from(settings).address_allowed("10.0.0.1") is expected
+    assert address_policy_from(settings.download).address_allowed("10.0.0.1") is expected
 
 
 def test_allowed_hosts_from_a_comma_separated_variable() -> None:
     settings = load_config(environ={"RP_ALLOWED_HOSTS": " Images.Example.com, cdn.example.net.,"})
     assert settings.allowed_hosts == ("images.example.com", "cdn.example.net")
-    policy = address_policy_from(settings)
+    policy = address_policy_from(settings.download)
     assert policy.host_allowed("a.cdn.example.net")
     assert not policy.host_allowed("example.org")
 

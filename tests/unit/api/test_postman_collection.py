@@ -15,13 +15,12 @@ from service.api.schemas import (
     HealthSchema,
     JobCreatedSchema,
     JobDetailSchema,
-    RequestLimits,
     StatusSchema,
     SubmitSchema,
 )
 from service.config import Settings
 
-POSTMAN = Path(__file__).resolve().parents[2] / "postman"
+POSTMAN = Path(__file__).resolve().parents[3] / "postman"
 COLLECTION = json.loads((POSTMAN / "retail-pulse.postman_collection.json").read_text("utf-8"))
 ENVIRONMENT = json.loads((POSTMAN / "local.postman_environment.json").read_text("utf-8"))
 SCHEMA_V21 = "https://schema.getpostman.com/json/collection/v2.1.0/collection.json"
@@ -61,7 +60,7 @@ def _script(item: dict[str, Any], listen: str) -> str:
 
 
 def _submit_schema() -> SubmitSchema:
-    return SubmitSchema(limits=RequestLimits.from_settings(Settings()))
+    return SubmitSchema(limits=Settings().limits)
 
 
 def _response_schema(path: str, code: int) -> Schema | None:

@@ -8,7 +8,7 @@ import pytest
 
 from service.store_master import Store, StoreMasterError, load_store_master
 
-REPO_STORES = Path(__file__).resolve().parents[2] / "stores.csv"
+REPO_STORES = Path(__file__).resolve().parents[3] / "stores.csv"
 
 
 def test_quoted_commas_are_part_of_the_name(stores_csv: Path) -> None:

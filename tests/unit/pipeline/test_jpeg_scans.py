@@ -9,12 +9,13 @@ from io import BytesIO
 import pytest
 from PIL import Image
 
-from service.pipeline.imaging import MeasureFailure, Measurement, MeasureOptions, measure_image
+from service.outcomes import FailureKind, ImageOutcome
+from service.pipeline.imaging import MeasureOptions, measure_image
 from service.pipeline.jpeg_scans import count_scans
 from tests.support.images import last_scan, progressive_jpeg, repeat_last_scan
 
 FULL = MeasureOptions(verify="full", max_pixels=50_000_000, max_jpeg_scans=100)
-REFUSED = MeasureFailure("too many JPEG scans (more than 100)")
+REFUSED = ImageOutcome.failed("too many JPEG scans (more than 100)", FailureKind.TOO_MANY_SCANS)
 
 
 def baseline_jpeg(width: int, height: int) -> bytes:
@@ -30,13 +31,13 @@ def test_progressive_jpeg_counts_its_ten_scans_and_is_measured(restart_rows: int
     assert b"\xff\x00" in data
     assert (b"\xff\xd0" in data) == bool(restart_rows)
     assert count_scans(data, 100) == 10  # libjpeg's standard progression for YCbCr
-    assert measure_image(data, FULL) == Measurement(128, 96)
+    assert measure_image(data, FULL) == ImageOutcome.measured(128, 96)
 
 
 def test_baseline_jpeg_counts_one_scan_and_is_measured() -> None:
     data = baseline_jpeg(128, 96)
     assert count_scans(data, 100) == 1
-    assert measure_image(data, FULL) == Measurement(128, 96)
+    assert measure_image(data, FULL) == ImageOutcome.measured(128, 96)
 
 
 def test_scan_bomb_is_refused_with_the_scan_count_in_the_reason() -> None:
@@ -52,23 +53,25 @@ def test_bomb_is_refused_before_decoding() -> None:
     bomb = repeat_last_scan(progressive_jpeg(128, 96), 200)
     cut = bomb[: bomb.index(last_scan(bomb), len(bomb) // 2 + 5) + 5]
     full_decode = measure_image(cut, dataclasses.replace(FULL, max_jpeg_scans=10_000))
-    assert isinstance(full_decode, MeasureFailure)
-    assert full_decode.reason.startswith("corrupt or truncated image")
+    assert full_decode.error is not None
+    assert full_decode.error.startswith("corrupt or truncated image")
     assert measure_image(cut, FULL) == REFUSED
 
 
 def test_the_limit_itself_is_allowed() -> None:
     data = progressive_jpeg(128, 96)
-    assert measure_image(data, dataclasses.replace(FULL, max_jpeg_scans=10)) == Measurement(128, 96)
-    assert measure_image(data, dataclasses.replace(FULL, max_jpeg_scans=9)) == MeasureFailure(
-        "too many JPEG scans (more than 9)"
+    assert measure_image(
+        data, dataclasses.replace(FULL, max_jpeg_scans=10)
+    ) == ImageOutcome.measured(128, 96)
+    assert measure_image(data, dataclasses.replace(FULL, max_jpeg_scans=9)) == ImageOutcome.failed(
+        "too many JPEG scans (more than 9)", FailureKind.TOO_MANY_SCANS
     )
 
 
 def test_header_mode_decodes_nothing_so_it_does_not_count_scans() -> None:
     bomb = repeat_last_scan(progressive_jpeg(128, 96), 200)
     header = dataclasses.replace(FULL, verify="header")
-    assert measure_image(bomb, header) == Measurement(128, 96)
+    assert measure_image(bomb, header) == ImageOutcome.measured(128, 96)
 
 
 def test_scans_of_a_jpeg_inside_a_segment_do_not_count() -> None:
@@ -80,7 +83,7 @@ def test_scans_of_a_jpeg_inside_a_segment_do_not_count() -> None:
     data = progressive_jpeg(128, 96)
     with_comment = data[:2] + comment + data[2:]
     assert count_scans(with_comment, 100) == 10
-    assert measure_image(with_comment, FULL) == Measurement(128, 96)
+    assert measure_image(with_comment, FULL) == ImageOutcome.measured(128, 96)
 
 
 def test_only_the_first_image_of_concatenated_jpegs_counts() -> None:
@@ -98,7 +101,7 @@ def test_the_first_image_of_an_mpo_is_checked() -> None:
     bomb = repeat_last_scan(mpo[:first_end], 200) + mpo[first_end:]
     with Image.open(BytesIO(bomb)) as image:
         assert image.format == "MPO"
-    assert measure_image(mpo, FULL) == Measurement(128, 96)
+    assert measure_image(mpo, FULL) == ImageOutcome.measured(128, 96)
     assert measure_image(bomb, FULL) == REFUSED
 
 
@@ -128,7 +131,7 @@ def _garbage() -> list[bytes]:
 def test_garbage_never_raises(data: bytes) -> None:
     scans = count_scans(data, 100)
     assert 0 <= scans <= 101
-    assert isinstance(measure_image(data, FULL), MeasureFailure)
+    assert measure_image(data, FULL).error is not None
 
 
 def test_every_truncation_of_a_progressive_jpeg_counts_without_raising() -> None:
