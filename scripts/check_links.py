@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SKIP_DIRS = frozenset({"node_modules", "build", "dist", "__pycache__", "htmlcov", "out"})
 
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+_BLOCKQUOTE = re.compile(r"^(?: {0,3}> ?)+")
 _ATX_HEADING = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.*?)(?:[ \t]+#+)?[ \t]*$")
 _SETEXT_UNDERLINE = re.compile(r"^ {0,3}(=+|-+)[ \t]*$")
 _CODE_SPAN = re.compile(r"(`+)(.+?)\1")
@@ -70,9 +71,10 @@ def github_slug(heading: str) -> str:
 
 
 def _lines_outside_code(text: str) -> Iterator[tuple[int, str]]:
-    """(line number, line) of every line outside fenced code blocks."""
+    """(line number, line) of every line outside fenced code blocks, blockquote marks removed."""
     fence: str | None = None
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, quoted in enumerate(text.splitlines(), start=1):
+        line = _BLOCKQUOTE.sub("", quoted)
         match = _FENCE.match(line)
         if fence is not None:
             if match and match[1][0] == fence[0] and len(match[1]) >= len(fence):
