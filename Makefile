@@ -28,6 +28,7 @@ $(VENV)/.installed-ci: $(INSTALL_INPUTS) | $(VENV)/bin/python
 	touch $@
 
 run: $(VENV)/.installed-run
+	@echo "The command-line client is $(BIN)/retail-pulse (try: $(BIN)/retail-pulse --help)."
 	$(BIN)/python -m service --config config/default.toml
 
 test: $(VENV)/.installed-test
@@ -37,6 +38,7 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff check service tests scripts bench
 	$(BIN)/ruff format --check service tests scripts bench
 	$(BIN)/mypy
+	$(BIN)/python scripts/check_links.py
 
 # The Postman collection, run by newman against a fresh service and a loopback image server.
 postman: $(VENV)/.installed-run
@@ -56,8 +58,8 @@ schemathesis: $(VENV)/.installed-test
 	$(BIN)/python scripts/schemathesis_run.py
 
 # The benchmark (about 5 minutes; never part of `make test` or CI): W1 and W2 in
-# three configurations, 3 repeats, plus one 100,000-image job. Prints one JSON
-# object and keeps a copy in bench/out/. See README "Performance".
+# three configurations, 5 repeats, plus one 100,000-image job. Prints one JSON
+# object and keeps a copy in bench/out/. See docs/performance.md.
 BENCH_ARGS ?=
 bench: $(VENV)/.installed-test
 	$(BIN)/python -m bench --large --out bench/out/bench.json $(BENCH_ARGS)
