@@ -12,30 +12,15 @@ from aiohttp.test_utils import TestClient
 
 from service.config import Settings
 from tests.support.image_host import ImageHost
+from tests.support.jobs import payload, submit, visit
 from tests.support.polling import wait_for_status
 
 Client = TestClient[Any, Any]
 
 
-def visit(store_id: str, *urls: str, visit_time: str = "time of store visit") -> dict[str, Any]:
-    return {"store_id": store_id, "image_url": list(urls), "visit_time": visit_time}
-
-
-def job(*visits: dict[str, Any]) -> dict[str, Any]:
-    return {"count": len(visits), "visits": list(visits)}
-
-
-async def submit(client: Client, payload: Any) -> int:
-    response = await client.post("/api/submit/", json=payload)
-    assert response.status == 201, await response.text()
-    body = await response.json()
-    assert isinstance(body["job_id"], int)
-    return int(body["job_id"])
-
-
 async def test_assignment_sample_payload_verbatim(client: Client, image_host: ImageHost) -> None:
     # The assignment's sample, with its image URLs pointed at our loopback host.
-    payload = {
+    sample = {
         "count": 2,
         "visits": [
             {
@@ -53,7 +38,7 @@ async def test_assignment_sample_payload_verbatim(client: Client, image_host: Im
             },
         ],
     }
-    job_id = await submit(client, payload)
+    job_id = await submit(client, body=sample)
     assert await wait_for_status(client, job_id) == {"status": "completed", "job_id": job_id}
     detail = await (await client.get(f"/api/jobs/{job_id}")).json()
     assert [row["perimeter"] for row in detail["results"]] == [1836, 1908, 1836]
@@ -62,7 +47,7 @@ async def test_assignment_sample_payload_verbatim(client: Client, image_host: Im
 
 async def test_submit_without_trailing_slash(client: Client, image_host: ImageHost) -> None:
     response = await client.post(
-        "/api/submit", json=job(visit("RP00001", image_host.url("/img/8x8.png")))
+        "/api/submit", json=payload(visit("RP00001", image_host.url("/img/8x8.png")))
     )
     assert response.status == 201
     assert (await response.json()) == {"job_id": 1}
@@ -71,8 +56,8 @@ async def test_submit_without_trailing_slash(client: Client, image_host: ImageHo
 async def test_job_ids_count_up_and_stay_unique_under_concurrent_submits(
     client: Client, image_host: ImageHost
 ) -> None:
-    payload = job(visit("RP00001", image_host.url("/img/8x8.png")))
-    ids = await asyncio.gather(*(submit(client, payload) for _ in range(25)))
+    one = visit("RP00001", image_host.url("/img/8x8.png"))
+    ids = await asyncio.gather(*(submit(client, one) for _ in range(25)))
     assert sorted(ids) == list(range(1, 26))
 
 
@@ -84,28 +69,32 @@ BAD_BODIES: list[tuple[str, Any, str]] = [
     ("visits missing", {"count": 1}, "visits"),
     ("visits not a list", {"count": 1, "visits": "nope"}, "visits"),
     ("visits empty", {"count": 0, "visits": []}, "visits"),
-    ("store_id missing", job({"image_url": ["http://h/a"], "visit_time": "t"}), "store_id"),
+    ("store_id missing", payload({"image_url": ["http://h/a"], "visit_time": "t"}), "store_id"),
     (
         "store_id a number",
-        job({"store_id": 5, "image_url": ["http://h/a"], "visit_time": "t"}),
+        payload({"store_id": 5, "image_url": ["http://h/a"], "visit_time": "t"}),
         "store_id",
     ),
-    ("image_url empty", job(visit("S1")), "image_url"),
+    ("image_url empty", payload(visit("S1")), "image_url"),
     (
         "image_url a string",
-        job({"store_id": "S1", "image_url": "http://h/a", "visit_time": "t"}),
+        payload({"store_id": "S1", "image_url": "http://h/a", "visit_time": "t"}),
         "image_url",
     ),
-    ("url not a string", job({"store_id": "S1", "image_url": [7], "visit_time": "t"}), "image_url"),
-    ("relative url", job(visit("S1", "/a.jpg")), "image_url"),
-    ("ftp url", job(visit("S1", "ftp://h/a.jpg")), "image_url"),
-    ("url without host", job(visit("S1", "http:///a.jpg")), "image_url"),
-    ("url with a space", job(visit("S1", "http://h/a b.jpg")), "image_url"),
-    ("url with a bad port", job(visit("S1", "http://h:99999/a.jpg")), "image_url"),
-    ("url with an undecodable host", job(visit("S1", "http://xn--/a.jpg")), "image_url"),
-    ("visit_time missing", job({"store_id": "S1", "image_url": ["http://h/a"]}), "visit_time"),
-    ("visit_time empty", job(visit("S1", "http://h/a.jpg", visit_time="")), "visit_time"),
-    ("unknown field", {**job(visit("S1", "http://h/a.jpg")), "extra": 1}, "extra"),
+    (
+        "url not a string",
+        payload({"store_id": "S1", "image_url": [7], "visit_time": "t"}),
+        "image_url",
+    ),
+    ("relative url", payload(visit("S1", "/a.jpg")), "image_url"),
+    ("ftp url", payload(visit("S1", "ftp://h/a.jpg")), "image_url"),
+    ("url without host", payload(visit("S1", "http:///a.jpg")), "image_url"),
+    ("url with a space", payload(visit("S1", "http://h/a b.jpg")), "image_url"),
+    ("url with a bad port", payload(visit("S1", "http://h:99999/a.jpg")), "image_url"),
+    ("url with an undecodable host", payload(visit("S1", "http://xn--/a.jpg")), "image_url"),
+    ("visit_time missing", payload({"store_id": "S1", "image_url": ["http://h/a"]}), "visit_time"),
+    ("visit_time empty", payload(visit("S1", "http://h/a.jpg", visit_time="")), "visit_time"),
+    ("unknown field", {**payload(visit("S1", "http://h/a.jpg")), "extra": 1}, "extra"),
 ]
 
 
@@ -132,7 +121,7 @@ async def test_non_object_body_is_400(client: Client, raw: bytes) -> None:
 
 async def test_bad_submit_creates_no_job(client: Client, image_host: ImageHost) -> None:
     await client.post("/api/submit/", json={"count": 2, "visits": []})
-    assert await submit(client, job(visit("RP00001", image_host.url("/img/8x8.png")))) == 1
+    assert await submit(client, visit("RP00001", image_host.url("/img/8x8.png"))) == 1
 
 
 @pytest.mark.parametrize(
@@ -160,10 +149,8 @@ async def test_unknown_store_fails_without_downloading_its_images(
 ) -> None:
     job_id = await submit(
         client,
-        job(
-            visit("S00339218", image_host.url("/img/10x10.jpg?known")),
-            visit("NOT-A-STORE", image_host.url("/img/10x10.jpg?unknown")),
-        ),
+        visit("S00339218", image_host.url("/img/10x10.jpg?known")),
+        visit("NOT-A-STORE", image_host.url("/img/10x10.jpg?unknown")),
     )
     status = await wait_for_status(client, job_id)
     assert status == {
@@ -183,13 +170,11 @@ async def test_mixed_visits_report_each_failed_store_once_in_order(
 ) -> None:
     job_id = await submit(
         client,
-        job(
-            visit("S01408764", image_host.url("/status/404"), image_host.url("/img/5x5.png")),
-            visit("RP00001", image_host.url("/img/20x10.gif")),
-            visit("S00339218", image_host.url("/html")),
-            visit("RP00893", image_host.url("/truncated/400x300.jpg")),
-            visit("S01408764", image_host.url("/status/503")),
-        ),
+        visit("S01408764", image_host.url("/status/404"), image_host.url("/img/5x5.png")),
+        visit("RP00001", image_host.url("/img/20x10.gif")),
+        visit("S00339218", image_host.url("/html")),
+        visit("RP00893", image_host.url("/truncated/400x300.jpg")),
+        visit("S01408764", image_host.url("/status/503")),
     )
     status = await wait_for_status(client, job_id)
     assert status["status"] == "failed"
@@ -213,7 +198,7 @@ async def test_mixed_visits_report_each_failed_store_once_in_order(
 async def test_job_is_ongoing_until_its_images_settle(
     client: Client, image_host: ImageHost
 ) -> None:
-    job_id = await submit(client, job(visit("RP00001", image_host.url("/slow/1/16x16.png"))))
+    job_id = await submit(client, visit("RP00001", image_host.url("/slow/1/16x16.png")))
     first = await (await client.get("/api/status", params={"jobid": str(job_id)})).json()
     assert first == {"status": "ongoing", "job_id": job_id}
     assert await wait_for_status(client, job_id) == {"status": "completed", "job_id": job_id}
@@ -224,12 +209,11 @@ async def test_small_job_is_not_stuck_behind_a_big_one(
 ) -> None:
     client = await make_client(make_settings(max_in_flight=4))
     big = await submit(
-        client,
-        job(*(visit("RP00001", image_host.url(f"/slow/0.2/8x8.png?big={n}")) for n in range(60))),
+        client, *(visit("RP00001", image_host.url(f"/slow/0.2/8x8.png?big={n}")) for n in range(60))
     )
     small = await submit(
         client,
-        job(*(visit("RP00893", image_host.url(f"/slow/0.2/8x8.png?small={n}")) for n in range(4))),
+        *(visit("RP00893", image_host.url(f"/slow/0.2/8x8.png?small={n}")) for n in range(4)),
     )
     assert (await wait_for_status(client, small))["status"] == "completed"
     # With first-come-first-served slots the small job would wait for all 60 big images.
@@ -243,7 +227,7 @@ async def test_simulated_gpu_delay_is_honoured(
 ) -> None:
     client = await make_client(make_settings(gpu_delay_min=0.6, gpu_delay_max=0.6))
     started = time.monotonic()
-    job_id = await submit(client, job(visit("RP00001", image_host.url("/img/8x8.png"))))
+    job_id = await submit(client, visit("RP00001", image_host.url("/img/8x8.png")))
     await wait_for_status(client, job_id, interval=0.01)
     # A lower bound cannot flake: the image may not settle before its delay.
     assert time.monotonic() - started >= 0.6
@@ -253,7 +237,7 @@ async def test_header_verify_measures_a_truncated_image(
     make_client: Callable[..., Any], make_settings: Callable[..., Settings], image_host: ImageHost
 ) -> None:
     client = await make_client(make_settings(verify="header"))
-    job_id = await submit(client, job(visit("RP00001", image_host.url("/truncated/300x200.jpg"))))
+    job_id = await submit(client, visit("RP00001", image_host.url("/truncated/300x200.jpg")))
     assert (await wait_for_status(client, job_id))["status"] == "completed"
     detail = await (await client.get(f"/api/jobs/{job_id}")).json()
     assert detail["results"][0]["perimeter"] == 1000
@@ -263,7 +247,7 @@ async def test_images_over_max_pixels_fail(
     make_client: Callable[..., Any], make_settings: Callable[..., Settings], image_host: ImageHost
 ) -> None:
     client = await make_client(make_settings(max_pixels=10_000))
-    job_id = await submit(client, job(visit("RP00001", image_host.url("/img/200x100.png"))))
+    job_id = await submit(client, visit("RP00001", image_host.url("/img/200x100.png")))
     status = await wait_for_status(client, job_id)
     assert "image too large: 200x100" in status["error"][0]["error"]
 
@@ -274,10 +258,8 @@ async def test_redirects_are_followed_up_to_the_limit(
     client = await make_client(make_settings(max_redirects=3))
     job_id = await submit(
         client,
-        job(
-            visit("RP00001", image_host.url("/redirect/3/30x10.png")),
-            visit("RP00893", image_host.url("/redirect/4/30x10.png")),
-        ),
+        visit("RP00001", image_host.url("/redirect/3/30x10.png")),
+        visit("RP00893", image_host.url("/redirect/4/30x10.png")),
     )
     status = await wait_for_status(client, job_id)
     assert [entry["store_id"] for entry in status["error"]] == ["RP00893"]
@@ -288,10 +270,8 @@ async def test_job_detail_pages_through_results(client: Client, image_host: Imag
     urls = [image_host.url(f"/img/{n}x1.png") for n in range(1, 8)]
     job_id = await submit(
         client,
-        job(
-            visit("RP00001", *urls[:4], visit_time="2024-05-01T12:00:00+02:00"),
-            visit("S00339218", *urls[4:]),
-        ),
+        visit("RP00001", *urls[:4], visit_time="2024-05-01T12:00:00+02:00"),
+        visit("S00339218", *urls[4:]),
     )
     await wait_for_status(client, job_id)
     page = await (
@@ -312,7 +292,7 @@ async def test_job_detail_page_size_is_capped(
 ) -> None:
     client = await make_client(make_settings(default_page_size=2, max_page_size=3))
     job_id = await submit(
-        client, job(visit("RP00001", *(image_host.url(f"/img/{n}x2.png") for n in range(1, 6))))
+        client, visit("RP00001", *(image_host.url(f"/img/{n}x2.png") for n in range(1, 6)))
     )
     await wait_for_status(client, job_id)
     default = await (await client.get(f"/api/jobs/{job_id}")).json()
@@ -335,7 +315,7 @@ async def test_job_detail_page_size_is_capped(
 async def test_job_detail_errors(
     client: Client, image_host: ImageHost, path: str, status: int
 ) -> None:
-    await submit(client, job(visit("RP00001", image_host.url("/img/8x8.png"))))
+    await submit(client, visit("RP00001", image_host.url("/img/8x8.png")))
     response = await client.get(path)
     assert response.status == status
     assert (await response.json())["error"]
@@ -380,7 +360,9 @@ async def test_job_id_with_thousands_of_digits_is_invalid_not_500(client: Client
 
 
 async def test_url_that_the_downloader_cannot_parse_is_a_400(client: Client) -> None:
-    response = await client.post("/api/submit/", json=job(visit("RP00001", "http://xn--/a.jpg")))
+    response = await client.post(
+        "/api/submit/", json=payload(visit("RP00001", "http://xn--/a.jpg"))
+    )
     assert response.status == 400
     assert "image_url" in (await response.json())["error"]
 
@@ -389,9 +371,7 @@ async def test_iso_time_out_of_utc_range_is_kept_verbatim(
     client: Client, image_host: ImageHost
 ) -> None:
     edge = "0001-01-01T00:00:00+01:00"
-    job_id = await submit(
-        client, job(visit("RP00001", image_host.url("/img/4x4.png"), visit_time=edge))
-    )
+    job_id = await submit(client, visit("RP00001", image_host.url("/img/4x4.png"), visit_time=edge))
     await wait_for_status(client, job_id)
     detail = await (await client.get(f"/api/jobs/{job_id}")).json()
     assert detail["results"][0]["visit_time"] == edge

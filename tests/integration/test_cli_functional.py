@@ -15,6 +15,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from tests.support.image_host import ImageHost
+from tests.support.jobs import payload, submit, visit
 from tests.support.polling import wait_for_status
 
 CLI = Path(sys.executable).with_name("retail-pulse")
@@ -48,32 +49,22 @@ def base_url(client: TestClient[Any, Any]) -> str:
     return str(client.make_url("")).rstrip("/")
 
 
-def write_payload(tmp_path: Path, visits: list[dict[str, Any]]) -> Path:
+def write_payload(tmp_path: Path, *visits: dict[str, Any]) -> Path:
     path = tmp_path / "payload.json"
-    path.write_text(json.dumps({"count": len(visits), "visits": visits}), encoding="utf-8")
+    path.write_text(json.dumps(payload(*visits)), encoding="utf-8")
     return path
 
 
 async def test_submit_wait_completed_exits_0_with_progress(
     client: TestClient[Any, Any], image_host: ImageHost, tmp_path: Path
 ) -> None:
-    payload = write_payload(
+    job_file = write_payload(
         tmp_path,
-        [
-            {
-                "store_id": "S00339218",
-                "image_url": [image_host.url("/img/6x4.jpg"), image_host.url("/img/2x2.png")],
-                "visit_time": "t",
-            },
-            {
-                "store_id": "S01408764",
-                "image_url": [image_host.url("/img/1x1.gif")],
-                "visit_time": "t",
-            },
-        ],
+        visit("S00339218", image_host.url("/img/6x4.jpg"), image_host.url("/img/2x2.png")),
+        visit("S01408764", image_host.url("/img/1x1.gif")),
     )
     code, out, err = await run_cli(
-        "--url", base_url(client), "submit", str(payload), "--wait", "--interval", "0.05"
+        "--url", base_url(client), "submit", str(job_file), "--wait", "--interval", "0.05"
     )
     assert code == 0, err
     assert json.loads(out) == {"status": "completed", "job_id": 1}
@@ -84,18 +75,9 @@ async def test_submit_wait_completed_exits_0_with_progress(
 async def test_submit_wait_failed_exits_1_and_reads_rp_url(
     client: TestClient[Any, Any], image_host: ImageHost, tmp_path: Path
 ) -> None:
-    payload = write_payload(
-        tmp_path,
-        [
-            {
-                "store_id": "S00339218",
-                "image_url": [image_host.url("/status/404")],
-                "visit_time": "t",
-            }
-        ],
-    )
+    job_file = write_payload(tmp_path, visit("S00339218", image_host.url("/status/404")))
     code, out, err = await run_cli(
-        "submit", str(payload), "--wait", "--interval", "0.05", env={"RP_URL": base_url(client)}
+        "submit", str(job_file), "--wait", "--interval", "0.05", env={"RP_URL": base_url(client)}
     )
     assert code == 1, err
     status = json.loads(out)
@@ -107,20 +89,16 @@ async def test_submit_wait_failed_exits_1_and_reads_rp_url(
 async def test_submit_without_wait_prints_the_job_id(
     client: TestClient[Any, Any], tmp_path: Path
 ) -> None:
-    payload = write_payload(
-        tmp_path, [{"store_id": "NOPE", "image_url": ["http://n.test/1"], "visit_time": "t"}]
-    )
-    code, out, _ = await run_cli("--url", base_url(client), "submit", str(payload))
+    job_file = write_payload(tmp_path, visit("NOPE", "http://n.test/1"))
+    code, out, _ = await run_cli("--url", base_url(client), "submit", str(job_file))
     assert code == 0
     assert json.loads(out) == {"job_id": 1}
 
 
 async def test_unreachable_service_exits_2(unused_tcp_port: int, tmp_path: Path) -> None:
-    payload = write_payload(
-        tmp_path, [{"store_id": "S1", "image_url": ["http://n.test/1"], "visit_time": "t"}]
-    )
+    job_file = write_payload(tmp_path, visit("S1", "http://n.test/1"))
     code, out, err = await run_cli(
-        "--url", f"http://127.0.0.1:{unused_tcp_port}", "submit", str(payload), "--wait"
+        "--url", f"http://127.0.0.1:{unused_tcp_port}", "submit", str(job_file), "--wait"
     )
     assert code == 2
     assert out == ""
@@ -161,20 +139,9 @@ async def test_rejected_or_invalid_payload_exits_2(
 async def test_status_and_csv_results(
     client: TestClient[Any, Any], image_host: ImageHost, tmp_path: Path
 ) -> None:
-    response = await client.post(
-        "/api/submit",
-        json={
-            "count": 1,
-            "visits": [
-                {
-                    "store_id": "S01408764",
-                    "image_url": [image_host.url("/img/3x2.jpg"), image_host.url("/html")],
-                    "visit_time": "t",
-                }
-            ],
-        },
+    job_id = await submit(
+        client, visit("S01408764", image_host.url("/img/3x2.jpg"), image_host.url("/html"))
     )
-    job_id = (await response.json())["job_id"]
     await wait_for_status(client, job_id)
     url = base_url(client)
 
@@ -210,10 +177,8 @@ async def test_api_key_from_rp_api_key_is_sent(
     make_client: Any, make_settings: Any, tmp_path: Path
 ) -> None:
     client = await make_client(make_settings(api_key="sesame"))
-    payload = write_payload(
-        tmp_path, [{"store_id": "NOPE", "image_url": ["http://n.test/1"], "visit_time": "t"}]
-    )
-    code, _, err = await run_cli("--url", base_url(client), "submit", str(payload))
+    job_file = write_payload(tmp_path, visit("NOPE", "http://n.test/1"))
+    code, _, err = await run_cli("--url", base_url(client), "submit", str(job_file))
     assert code == 2
     assert "401" in err
     assert "missing API key" in err
@@ -221,7 +186,7 @@ async def test_api_key_from_rp_api_key_is_sent(
         "--url",
         base_url(client),
         "submit",
-        str(payload),
+        str(job_file),
         "--wait",
         "--interval",
         "0.05",

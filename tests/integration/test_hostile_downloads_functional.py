@@ -13,18 +13,8 @@ from service.api import keys
 from service.config import Settings
 from tests.support.fault_host import FaultHost
 from tests.support.image_host import ImageHost
+from tests.support.jobs import submit, visit
 from tests.support.polling import wait_for_status
-
-
-async def submit(client: TestClient[Any, Any], urls: list[str]) -> int:
-    payload = {
-        "count": 1,
-        "visits": [{"store_id": "S00339218", "image_url": urls, "visit_time": "t"}],
-    }
-    response = await client.post("/api/submit/", json=payload)
-    assert response.status == 201, await response.text()
-    job_id: int = (await response.json())["job_id"]
-    return job_id
 
 
 async def errors_by_url(client: TestClient[Any, Any], job_id: int) -> dict[str, str | None]:
@@ -53,7 +43,7 @@ async def test_hostile_images_each_fail_with_a_clear_reason_and_the_service_stay
         "ftp": fault_host.url("/ftp"),
         "good": image_host.url("/img/30x20.png"),
     }
-    job_id = await submit(client, list(urls.values()))
+    job_id = await submit(client, visit("S00339218", *urls.values()))
     assert (await wait_for_status(client, job_id))["status"] == "failed"
 
     errors = await errors_by_url(client, job_id)
@@ -72,7 +62,7 @@ async def test_hostile_images_each_fail_with_a_clear_reason_and_the_service_stay
 
     # Still serving: health answers and a fresh job completes.
     assert (await client.get("/healthz")).status == 200
-    again = await submit(client, [image_host.url("/img/12x8.webp")])
+    again = await submit(client, visit("S00339218", image_host.url("/img/12x8.webp")))
     assert (await wait_for_status(client, again))["status"] == "completed"
 
 
@@ -83,7 +73,7 @@ async def test_private_destinations_are_refused_by_default(
 ) -> None:
     client = await make_client(make_settings(allow_private_networks=False))
     url = image_host.url("/img/30x20.png")
-    job_id = await submit(client, [url])
+    job_id = await submit(client, visit("S00339218", url))
     body = await wait_for_status(client, job_id)
     assert body["status"] == "failed"
     assert (await errors_by_url(client, job_id))[url] == "destination address not allowed"
@@ -93,7 +83,7 @@ async def test_private_destinations_are_refused_by_default(
 async def test_flaky_host_is_retried_to_success(
     client: TestClient[Any, Any], fault_host: FaultHost
 ) -> None:
-    job_id = await submit(client, [fault_host.url("/flaky/job/2")])
+    job_id = await submit(client, visit("S00339218", fault_host.url("/flaky/job/2")))
     assert (await wait_for_status(client, job_id))["status"] == "completed"
     assert fault_host.requests == ["/flaky/job/2"] * 3
 
@@ -107,14 +97,14 @@ async def test_a_backing_off_image_does_not_hold_the_only_worker(
     # One worker; the first image is told to come back in 60 s.
     settings = make_settings(max_in_flight=1, retry_max_delay=60.0)
     client = await make_client(settings)
-    waiting = await submit(client, [fault_host.url("/retry-after/w/60")])
+    waiting = await submit(client, visit("S00339218", fault_host.url("/retry-after/w/60")))
     pipeline = client.app[keys.PIPELINE]
     deadline = time.monotonic() + 10
     while fault_host.requests != ["/retry-after/w/60"] or pipeline.in_flight:
         assert time.monotonic() < deadline, "the first attempt never finished"
         await asyncio.sleep(0.01)
 
-    other = await submit(client, [image_host.url("/img/30x20.png")])
+    other = await submit(client, visit("S00339218", image_host.url("/img/30x20.png")))
     assert (await wait_for_status(client, other))["status"] == "completed"
     status = await client.get("/api/status", params={"jobid": str(waiting)})
     assert (await status.json())["status"] == "ongoing"

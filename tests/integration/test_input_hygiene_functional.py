@@ -19,11 +19,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from service.api import keys
 from service.app import create_app, create_runner
 from service.config import Settings
 from service.logging_setup import configure_logging, stop_logging
 from tests.support.fault_host import FaultHost
+from tests.support.jobs import job_ids, submit, visit
 from tests.support.polling import eventually, wait_for_status
 
 Client = TestClient[Any, Any]
@@ -75,7 +75,7 @@ async def test_a_lone_surrogate_is_400_naming_the_field(
     assert response.content_type == "application/json"
     raw = await response.read()
     assert json.loads(raw)["error"] == f"{field}: {NOT_UNICODE}"
-    assert client.app[keys.JOB_STORE].recent(10) == []
+    assert await job_ids(client) == []
 
 
 async def test_a_lone_surrogate_in_a_key_is_400_and_the_answer_does_not_quote_it(
@@ -107,21 +107,7 @@ async def test_an_error_quoting_bytes_that_are_not_utf8_still_exports(
 ) -> None:
     # Submit refuses such text, but a remote host can still send it: here in a redirect's
     # Location, which the image's error quotes. Every view must still encode it.
-    response = await client.post(
-        "/api/submit/",
-        json={
-            "count": 1,
-            "visits": [
-                {
-                    "store_id": "RP00001",
-                    "image_url": [fault_host.url("/redirect-not-utf8")],
-                    "visit_time": "t",
-                }
-            ],
-        },
-    )
-    assert response.status == 201
-    job_id = (await response.json())["job_id"]
+    job_id = await submit(client, visit("RP00001", fault_host.url("/redirect-not-utf8")))
     await wait_for_status(client, job_id)
     expected = "redirect to a non-http(s) URL: ftp://127.0.0.1/\ufffd\ufffd.jpg"
 
@@ -198,7 +184,7 @@ async def test_a_body_that_is_not_what_its_coding_says_is_400(
     assert response.content_type == "application/json"
     error = (await response.json())["error"]
     assert error.startswith(f"request body is not valid {reason}"), error
-    assert client.app[keys.JOB_STORE].recent(10) == []
+    assert await job_ids(client) == []
 
 
 @pytest.mark.parametrize(
@@ -224,7 +210,7 @@ async def test_an_unsupported_coding_is_415_naming_the_ones_accepted(
     assert await response.json() == {
         "error": f"unsupported Content-Encoding{shown}: send the body as gzip, deflate or identity"
     }
-    assert client.app[keys.JOB_STORE].recent(10) == []
+    assert await job_ids(client) == []
 
 
 async def test_a_decoded_body_over_the_limit_is_413(
@@ -323,7 +309,7 @@ async def test_expect_100_continue_over_the_limit_is_413_before_the_body_is_sent
         assert headers["connection"] == "close"
     finally:
         writer.close()
-    assert client.app[keys.JOB_STORE].recent(10) == []
+    assert await job_ids(client) == []
 
 
 async def test_expect_100_continue_within_the_limit_invites_the_body(

@@ -6,28 +6,17 @@ from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
-from aiohttp.test_utils import TestClient
 
 from service.config import Settings
 from tests.support.image_host import ImageHost
 from tests.support.images import jpeg_scan_bomb
+from tests.support.jobs import submit, visit
 from tests.support.polling import eventually, wait_for_status
 
 # A blank 7000x7000 progressive JPEG with its last scan repeated 2,000 times: 440 kB
 # that took 64 s to decode on the 2-core test machine, far past the deadlines below.
 BOMB_REPEATS = 2_000
 DEADLINE = 20.0
-
-
-async def submit(client: TestClient[Any, Any], store_id: str, urls: list[str]) -> int:
-    payload = {
-        "count": 1,
-        "visits": [{"store_id": store_id, "image_url": urls, "visit_time": "t"}],
-    }
-    response = await client.post("/api/submit/", json=payload)
-    assert response.status == 201, await response.text()
-    job_id: int = (await response.json())["job_id"]
-    return job_id
 
 
 async def test_scan_bomb_fails_at_once_while_another_job_completes(
@@ -54,13 +43,13 @@ async def test_scan_bomb_fails_at_once_while_another_job_completes(
 
     # One copy per pool worker: without the limit, both would be decoding for a minute.
     bomb_urls = [str(bomb_host.make_url(f"/bomb/{n}.jpg")) for n in (1, 2)]
-    bomb_job = await submit(client, "S00339218", bomb_urls)
+    bomb_job = await submit(client, visit("S00339218", *bomb_urls))
 
     async def both_served() -> bool | None:
         return True if len(served) == 2 else None
 
     await eventually(both_served, within=DEADLINE)
-    other_job = await submit(client, "RP00001", [image_host.url("/img/64x48.jpg")])
+    other_job = await submit(client, visit("RP00001", image_host.url("/img/64x48.jpg")))
 
     other = await wait_for_status(client, other_job, within=DEADLINE)
     assert other["status"] == "completed"

@@ -16,19 +16,13 @@ from service.config import Settings
 from service.outcomes import MAX_ERROR_LENGTH
 from tests.support.fault_host import FaultHost
 from tests.support.image_host import ImageHost
+from tests.support.jobs import job_ids, payload, submit, visit
 from tests.support.polling import wait_for_status
-
-
-def _payload(urls: list[str], store_id: str = "RP00001") -> dict[str, Any]:
-    return {
-        "count": 1,
-        "visits": [{"store_id": store_id, "image_url": urls, "visit_time": "t"}],
-    }
 
 
 def _padded_body(size: int) -> bytes:
     # A valid submission padded with whitespace: only its size is wrong.
-    body = json.dumps(_payload(["http://127.0.0.1:9/a.jpg"])).encode()
+    body = json.dumps(payload(visit("RP00001", "http://127.0.0.1:9/a.jpg"))).encode()
     return body + b" " * (size - len(body))
 
 
@@ -77,7 +71,8 @@ async def test_too_many_images_per_job_is_400(
 ) -> None:
     client = await make_client(make_settings(max_images_per_job=3))
     urls = [f"http://127.0.0.1:9/{n}.jpg" for n in range(4)]
-    message = await _error(await client.post("/api/submit/", json=_payload(urls)), 400)
+    body = payload(visit("RP00001", *urls))
+    message = await _error(await client.post("/api/submit/", json=body), 400)
     assert message == "visits: Job has 4 images; at most 3 are allowed."
 
 
@@ -87,9 +82,8 @@ async def test_url_over_length_limit_is_400(
     client = await make_client(make_settings(max_url_length=40))
     ok_url = "http://127.0.0.1:9/" + "a" * 21  # exactly 40 characters
     long_url = ok_url + "b"
-    message = await _error(
-        await client.post("/api/submit/", json=_payload([ok_url, long_url])), 400
-    )
+    body = payload(visit("RP00001", ok_url, long_url))
+    message = await _error(await client.post("/api/submit/", json=body), 400)
     assert message == "visits[0].image_url[1]: Longer than 40 characters."
 
 
@@ -98,7 +92,7 @@ async def test_store_id_over_length_limit_is_400(
 ) -> None:
     client = await make_client(make_settings(max_store_id_length=5))
     response = await client.post(
-        "/api/submit/", json=_payload(["http://127.0.0.1:9/a.jpg"], store_id="RP00001")
+        "/api/submit/", json=payload(visit("RP00001", "http://127.0.0.1:9/a.jpg"))
     )
     assert await _error(response, 400) == "visits[0].store_id: Longer than 5 characters."
 
@@ -107,10 +101,9 @@ async def test_visit_time_over_length_limit_is_400(
     make_client: Callable[..., Any], make_settings: Callable[..., Settings]
 ) -> None:
     client = await make_client(make_settings(max_visit_time_length=10))
-    visit = {"store_id": "RP00001", "image_url": ["http://127.0.0.1:9/a.jpg"]}
-    fits = {"count": 1, "visits": [{**visit, "visit_time": "t" * 10}]}
-    assert (await client.post("/api/submit/", json=fits)).status == 201
-    over = {"count": 1, "visits": [{**visit, "visit_time": "t" * 11}]}
+    url = "http://127.0.0.1:9/a.jpg"
+    await submit(client, visit("RP00001", url, visit_time="t" * 10))
+    over = payload(visit("RP00001", url, visit_time="t" * 11))
     message = await _error(await client.post("/api/submit/", json=over), 400)
     assert message == "visits[0].visit_time: Longer than 10 characters."
 
@@ -120,11 +113,11 @@ async def test_a_100_kb_visit_time_is_refused_at_the_default_limit(
 ) -> None:
     # Every result row repeats its visit's time: 1 MB of it made one page of a
     # 1,000-image job 1 GB. The default limit refuses it at the door.
-    payload = _payload(["http://127.0.0.1:9/a.jpg"])
-    payload["visits"][0]["visit_time"] = "2026-01-01T00:00:00Z" + "x" * 100_000
-    message = await _error(await client.post("/api/submit/", json=payload), 400)
+    huge = "2026-01-01T00:00:00Z" + "x" * 100_000
+    body = payload(visit("RP00001", "http://127.0.0.1:9/a.jpg", visit_time=huge))
+    message = await _error(await client.post("/api/submit/", json=body), 400)
     assert message == "visits[0].visit_time: Longer than 64 characters."
-    assert client.app[keys.JOB_STORE].recent(10) == []
+    assert await job_ids(client) == []
 
 
 async def test_a_page_of_1000_rows_with_every_field_at_its_limit_is_a_few_mb(
@@ -136,12 +129,12 @@ async def test_a_page_of_1000_rows_with_every_field_at_its_limit_is_a_few_mb(
     prefix = "http://127.0.0.1:9/"
     filler = settings.max_url_length - len(prefix) - 4
     urls = [f"{prefix}{n:04d}{'u' * filler}" for n in range(settings.max_page_size)]
-    visit = {
-        "store_id": "s" * settings.max_store_id_length,
-        "image_url": urls,
-        "visit_time": "t" * settings.max_visit_time_length,
-    }
-    body = json.dumps({"count": 1, "visits": [visit]}).encode()
+    longest = visit(
+        "s" * settings.max_store_id_length,
+        *urls,
+        visit_time="t" * settings.max_visit_time_length,
+    )
+    body = json.dumps(payload(longest)).encode()
     # A file object: aiohttp warns that a 2 MB bytes body would block its loop.
     response = await client.post(
         "/api/submit/", data=io.BytesIO(body), headers={"Content-Type": "application/json"}
@@ -165,9 +158,7 @@ async def test_an_image_error_quoting_a_remote_host_is_cut_short(
     # The error quotes the redirect's Location, which the remote host chooses.
     target = "ftp://127.0.0.1/" + "a" * 1500
     url = fault_host.url("/redirect-to?url=" + quote(target, safe=""))
-    response = await client.post("/api/submit/", json=_payload([url]))
-    assert response.status == 201, await response.text()
-    job_id = (await response.json())["job_id"]
+    job_id = await submit(client, visit("RP00001", url))
     await wait_for_status(client, job_id)
     (row,) = (await (await client.get(f"/api/jobs/{job_id}")).json())["results"]
     assert row["error"].startswith("redirect to a non-http(s) URL: ftp://127.0.0.1/aaa")
@@ -186,20 +177,17 @@ async def test_submit_over_pending_cap_is_503_with_retry_after(
         make_settings(max_pending_images=3, max_images_per_job=3)
     )
     slow = [image_host.url(f"/slow/30/{n}x4.png") for n in (1, 2)]
-    first = await client.post("/api/submit/", json=_payload(slow))
-    assert first.status == 201
+    first = await submit(client, visit("RP00001", *slow))
     # 2 pending + 2 new > 3: refused, and the refusal says why.
-    refused = await client.post("/api/submit/", json=_payload(slow))
+    refused = await client.post("/api/submit/", json=payload(visit("RP00001", *slow)))
     message = await _error(refused, 503)
     assert message.startswith("service is busy: 2 images pending, this job adds 2")
     assert int(refused.headers["Retry-After"]) > 0
     # 2 pending + 1 new fits exactly.
-    fits = await client.post("/api/submit/", json=_payload([image_host.url("/img/3x3.png")]))
-    assert fits.status == 201
+    await submit(client, visit("RP00001", image_host.url("/img/3x3.png")))
     # Status keeps answering while saturated.
-    job_id = (await first.json())["job_id"]
-    status = await client.get("/api/status", params={"jobid": str(job_id)})
-    assert await status.json() == {"status": "ongoing", "job_id": job_id}
+    status = await client.get("/api/status", params={"jobid": str(first)})
+    assert await status.json() == {"status": "ongoing", "job_id": first}
 
 
 async def test_pending_images_are_released_when_jobs_finish(
@@ -210,12 +198,9 @@ async def test_pending_images_are_released_when_jobs_finish(
     )
     urls = [image_host.url(f"/img/{n}x4.png") for n in (1, 2, 3)]
     for _ in range(3):
-        response = await client.post("/api/submit/", json=_payload(urls))
-        assert response.status == 201
-        await wait_for_status(client, (await response.json())["job_id"])
+        await wait_for_status(client, await submit(client, visit("RP00001", *urls)))
     # Unknown stores' images settle at once and count only while being created.
-    unknown = await client.post("/api/submit/", json=_payload(urls, store_id="NOPE"))
-    assert unknown.status == 201
+    await submit(client, visit("NOPE", *urls))
     assert client.app[keys.JOB_MANAGER].pending_images == 0
 
 
@@ -228,7 +213,7 @@ async def test_full_service_refuses_before_reading_the_body(
         make_settings(max_pending_images=2, max_images_per_job=2, max_body_bytes=400)
     )
     slow = [image_host.url(f"/slow/30/{n}x4.png") for n in (1, 2)]
-    assert (await client.post("/api/submit/", json=_payload(slow))).status == 201
+    await submit(client, visit("RP00001", *slow))
     # Neither the size nor the content of the body matters when nothing could fit:
     # a refused submit costs no parsing.
     refused = await client.post(
@@ -248,9 +233,8 @@ async def test_concurrent_submits_cannot_overshoot_the_cap(
         make_settings(max_pending_images=5, max_images_per_job=2)
     )
     slow = [image_host.url(f"/slow/30/{n}x4.png") for n in (1, 2)]
-    responses = await asyncio.gather(
-        *(client.post("/api/submit/", json=_payload(slow)) for _ in range(6))
-    )
+    body = payload(visit("RP00001", *slow))
+    responses = await asyncio.gather(*(client.post("/api/submit/", json=body) for _ in range(6)))
     # The cap is checked inside the job manager, one submit at a time: 2 + 2 fit, 2 more not.
     assert sorted(response.status for response in responses) == [201, 201, 503, 503, 503, 503]
     assert client.app[keys.JOB_MANAGER].pending_images == 4

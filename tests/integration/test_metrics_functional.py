@@ -10,6 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from service.config import Settings
 from tests.support.image_host import ImageHost
+from tests.support.jobs import submit, visit
 from tests.support.polling import eventually, wait_for_status
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -30,13 +31,6 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return samples[(name, tuple(sorted(labels.items())))]
 
 
-async def submit(client: TestClient[Any, Any], visits: list[dict[str, Any]]) -> int:
-    response = await client.post("/api/submit", json={"count": len(visits), "visits": visits})
-    assert response.status == 201, await response.text()
-    job_id: int = (await response.json())["job_id"]
-    return job_id
-
-
 async def test_counts_after_a_scripted_run_are_exact(
     make_client: Callable[..., Any], make_settings: Callable[..., Settings], image_host: ImageHost
 ) -> None:
@@ -50,37 +44,19 @@ async def test_counts_after_a_scripted_run_are_exact(
 
     failed_job = await submit(
         client,
-        [
-            {
-                "store_id": "S00339218",
-                "image_url": [
-                    image_host.url("/img/64x48.jpg"),
-                    image_host.url("/img/10x10.png"),
-                    image_host.url("/status/404"),
-                    image_host.url("/status/503"),
-                    image_host.url("/html"),
-                    image_host.url("/truncated/300x200.png"),
-                ],
-                "visit_time": "t",
-            },
-            {
-                "store_id": "NO-SUCH-STORE",
-                "image_url": ["http://a.test/1", "http://a.test/2"],
-                "visit_time": "t",
-            },
-        ],
+        visit(
+            "S00339218",
+            image_host.url("/img/64x48.jpg"),
+            image_host.url("/img/10x10.png"),
+            image_host.url("/status/404"),
+            image_host.url("/status/503"),
+            image_host.url("/html"),
+            image_host.url("/truncated/300x200.png"),
+        ),
+        visit("NO-SUCH-STORE", "http://a.test/1", "http://a.test/2"),
     )
     assert (await wait_for_status(client, failed_job))["status"] == "failed"
-    completed_job = await submit(
-        client,
-        [
-            {
-                "store_id": "S01408764",
-                "image_url": [image_host.url("/img/5x5.gif")],
-                "visit_time": "t",
-            }
-        ],
-    )
+    completed_job = await submit(client, visit("S01408764", image_host.url("/img/5x5.gif")))
     assert (await wait_for_status(client, completed_job))["status"] == "completed"
 
     after = await scrape(client)
@@ -120,14 +96,7 @@ async def test_in_flight_and_queued_gauges_read_the_pipeline(
 ) -> None:
     client = await make_client(make_settings(max_in_flight=2))
     await submit(
-        client,
-        [
-            {
-                "store_id": "S00339218",
-                "image_url": [image_host.url(f"/hold/{n}x{n}.jpg") for n in range(1, 6)],
-                "visit_time": "t",
-            }
-        ],
+        client, visit("S00339218", *(image_host.url(f"/hold/{n}x{n}.jpg") for n in range(1, 6)))
     )
     # Poll until both workers wait on a held image.
 
@@ -146,16 +115,7 @@ async def test_each_app_has_its_own_registry(
 ) -> None:
     first = await make_client(settings)
     second = await make_client(settings)
-    job_id = await submit(
-        first,
-        [
-            {
-                "store_id": "S00339218",
-                "image_url": [image_host.url("/img/3x3.jpg")],
-                "visit_time": "t",
-            }
-        ],
-    )
+    job_id = await submit(first, visit("S00339218", image_host.url("/img/3x3.jpg")))
     await wait_for_status(first, job_id)
     assert value(await scrape(first), "retail_pulse_jobs_submitted_total") == 1
     assert value(await scrape(second), "retail_pulse_jobs_submitted_total") == 0

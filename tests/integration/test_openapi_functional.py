@@ -17,6 +17,7 @@ from service.api.openapi import DOCS_ASSETS
 from service.app import create_app
 from service.config import Settings
 from tests.support.image_host import ImageHost
+from tests.support.jobs import payload, visit
 from tests.support.openapi_check import ContractChecker
 from tests.support.polling import wait_for_status
 
@@ -72,22 +73,16 @@ async def test_real_responses_validate_against_the_document(
     client: TestClient[Any, Any], image_host: ImageHost
 ) -> None:
     checker = ContractChecker(await _document(client))
-    payload = {
-        "count": 2,
-        "visits": [
-            {
-                "store_id": "S00339218",
-                "image_url": [image_host.url("/img/40x30.jpg"), image_host.url("/status/404")],
-                "visit_time": "2026-01-02T03:04:05+05:30",
-            },
-            {
-                "store_id": "UNKNOWN",
-                "image_url": [image_host.url("/img/4x3.png")],
-                "visit_time": "t",
-            },
-        ],
-    }
-    raw = json.dumps(payload).encode()
+    body = payload(
+        visit(
+            "S00339218",
+            image_host.url("/img/40x30.jpg"),
+            image_host.url("/status/404"),
+            visit_time="2026-01-02T03:04:05+05:30",
+        ),
+        visit("UNKNOWN", image_host.url("/img/4x3.png")),
+    )
+    raw = json.dumps(body).encode()
     created = await client.post(
         "/api/submit", data=raw, headers={"Content-Type": "application/json"}
     )

@@ -19,6 +19,7 @@ from service.config import Settings
 from service.pipeline.measure_pool import CRASHED_REASON
 from tests.support import pool_faults
 from tests.support.image_host import ImageHost
+from tests.support.jobs import submit, visit
 from tests.support.polling import wait_for_status
 from tests.support.processes import children, kill_quietly
 
@@ -54,17 +55,6 @@ async def _read_pid(path: Path, *, within: float = 20.0) -> int:
     return pid
 
 
-async def _submit(client: TestClient[Any, Any], urls: list[str]) -> int:
-    payload = {
-        "count": 1,
-        "visits": [{"store_id": "RP00001", "image_url": urls, "visit_time": "t"}],
-    }
-    response = await client.post("/api/submit/", json=payload)
-    assert response.status == 201, await response.text()
-    job_id: int = (await response.json())["job_id"]
-    return job_id
-
-
 async def test_killed_worker_is_replaced_and_its_batch_retried(
     aiohttp_server: Any,
     aiohttp_client: Any,
@@ -77,8 +67,9 @@ async def test_killed_worker_is_replaced_and_its_batch_retried(
     # One worker: whatever batch the held image is in dies with it.
     client = await _faulty_service(aiohttp_client, make_settings(workers=1, batch_size=16))
     pool = client.app[keys.MEASURE_POOL]
-    job_id = await _submit(
-        client, [str(faults.make_url("/fault/hold")), image_host.url("/img/30x20.png")]
+    job_id = await submit(
+        client,
+        visit("RP00001", str(faults.make_url("/fault/hold")), image_host.url("/img/30x20.png")),
     )
 
     os.kill(await _read_pid(pid_file), signal.SIGKILL)
@@ -90,7 +81,7 @@ async def test_killed_worker_is_replaced_and_its_batch_retried(
     assert pool.rebuilds == 1
 
     # The service keeps serving with its new pool.
-    after = await _submit(client, [image_host.url("/img/12x8.webp")])
+    after = await submit(client, visit("RP00001", image_host.url("/img/12x8.webp")))
     assert await wait_for_status(client, after) == {"status": "completed", "job_id": after}
 
 
@@ -111,9 +102,9 @@ async def test_image_that_kills_its_worker_twice_fails_alone_with_a_clear_reason
     pool = client.app[keys.MEASURE_POOL]
     # Keep the only worker busy, so the next job's two images queue up and go out
     # together in one batch when it frees.
-    gate_job = await _submit(client, [str(faults.make_url("/fault/gate"))])
+    gate_job = await submit(client, visit("RP00001", str(faults.make_url("/fault/gate"))))
     poison_url = str(faults.make_url("/fault/poison"))
-    job_id = await _submit(client, [poison_url, image_host.url("/img/40x10.jpg")])
+    job_id = await submit(client, visit("RP00001", poison_url, image_host.url("/img/40x10.jpg")))
     deadline = time.monotonic() + 20
     while pool.queued < 2:
         assert time.monotonic() < deadline, "the job's images never queued for the pool"
@@ -135,7 +126,7 @@ async def test_image_that_kills_its_worker_twice_fails_alone_with_a_clear_reason
     assert pool.rebuilds == 2
     assert (await wait_for_status(client, gate_job))["status"] == "completed"
 
-    after = await _submit(client, [image_host.url("/img/12x8.webp")])
+    after = await submit(client, visit("RP00001", image_host.url("/img/12x8.webp")))
     assert await wait_for_status(client, after) == {"status": "completed", "job_id": after}
 
 
@@ -146,7 +137,7 @@ def _open(gate: Path) -> None:
 async def test_worker_killed_while_idle_does_not_break_later_jobs(
     client: TestClient[Any, Any], image_host: ImageHost
 ) -> None:
-    before = await _submit(client, [image_host.url("/img/10x10.png")])
+    before = await submit(client, visit("RP00001", image_host.url("/img/10x10.png")))
     assert (await wait_for_status(client, before))["status"] == "completed"
     # Pool workers are forked by the forkserver, our child: they are our grandchildren.
     workers = {pid for child in children(os.getpid()) for pid in children(child)}
@@ -154,6 +145,8 @@ async def test_worker_killed_while_idle_does_not_break_later_jobs(
     for pid in workers:
         kill_quietly(pid, signal.SIGKILL)
 
-    job_id = await _submit(client, [image_host.url(f"/img/{n}x5.png") for n in range(1, 9)])
+    job_id = await submit(
+        client, visit("RP00001", *(image_host.url(f"/img/{n}x5.png") for n in range(1, 9)))
+    )
     assert await wait_for_status(client, job_id) == {"status": "completed", "job_id": job_id}
     assert client.app[keys.MEASURE_POOL].rebuilds == 1

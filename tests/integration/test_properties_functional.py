@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from service.app import create_app
 from service.config import Settings
+from tests.support.jobs import payload, visit
 
 EXAMPLES = settings(
     max_examples=150,
@@ -171,12 +172,7 @@ def test_any_query_to_status_job_detail_and_results_gets_a_json_answer_below_500
         status, _, body = service.request(
             "POST",
             "/api/submit/",
-            json={
-                "count": 1,
-                "visits": [
-                    {"store_id": "NOPE", "image_url": ["http://127.0.0.1:9/"], "visit_time": "t"}
-                ],
-            },
+            json=payload(visit("NOPE", "http://127.0.0.1:9/")),
         )
         assert status == 201, body
 

@@ -14,6 +14,7 @@ from service.app import create_app, drain
 from service.config import Settings
 from service.store_master import StoreMaster
 from tests.support.image_host import ImageHost
+from tests.support.jobs import submit, visit
 from tests.support.polling import eventually, wait_for_status
 
 
@@ -49,20 +50,7 @@ async def test_a_pool_worker_that_died_idle_is_replaced_by_the_readiness_ping(
     assert pool.rebuilds == 1
     (replacement,) = pool._executor._processes.values()
     assert replacement.pid != worker.pid
-    created = await client.post(
-        "/api/submit",
-        json={
-            "count": 1,
-            "visits": [
-                {
-                    "store_id": "S00339218",
-                    "image_url": [image_host.url("/img/7x5.png")],
-                    "visit_time": "t",
-                }
-            ],
-        },
-    )
-    job_id = (await created.json())["job_id"]
+    job_id = await submit(client, visit("S00339218", image_host.url("/img/7x5.png")))
     assert (await wait_for_status(client, job_id))["status"] == "completed"
 
 
@@ -98,20 +86,7 @@ async def _busy_with_a_stopped_worker(
     pool = client.app[keys.MEASURE_POOL]
     (worker,) = pool._executor._processes.values()
     os.kill(worker.pid, signal.SIGSTOP)
-    response = await client.post(
-        "/api/submit",
-        json={
-            "count": 1,
-            "visits": [
-                {
-                    "store_id": "S00339218",
-                    "image_url": [image_host.url("/img/9x9.png")],
-                    "visit_time": "t",
-                }
-            ],
-        },
-    )
-    assert response.status == 201
+    await submit(client, visit("S00339218", image_host.url("/img/9x9.png")))
 
     async def busy() -> bool | None:
         return True if pool.busy else None

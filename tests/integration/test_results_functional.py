@@ -17,14 +17,8 @@ from service.api import keys
 from service.api.results import CSV_COLUMNS, FORMULA_PREFIXES
 from service.config import Settings
 from tests.support.image_host import ImageHost
+from tests.support.jobs import payload, submit, visit
 from tests.support.polling import wait_for_status
-
-
-async def submit(client: TestClient[Any, Any], visits: list[dict[str, Any]]) -> int:
-    response = await client.post("/api/submit", json={"count": len(visits), "visits": visits})
-    assert response.status == 201, await response.text()
-    job_id: int = (await response.json())["job_id"]
-    return job_id
 
 
 def parse_csv(text: str) -> list[list[str]]:
@@ -39,16 +33,10 @@ async def test_csv_export_has_every_row_quoted_correctly(
     good = [image_host.url(f"/img/{n}x2.png?q={n}") for n in range(1, 6)]
     job_id = await submit(
         client,
-        [
-            # "SUN, MOON & STARS KIRANA": a name with a comma needs quoting.
-            {"store_id": "S01408764", "image_url": good, "visit_time": "2026-01-02T03:04:05Z"},
-            {
-                "store_id": "RP00893",
-                "image_url": [image_host.url("/status/404")],
-                "visit_time": 'said "hi", left',
-            },
-            {"store_id": "GONE", "image_url": ["http://gone.test/a.jpg"], "visit_time": "t"},
-        ],
+        # "SUN, MOON & STARS KIRANA": a name with a comma needs quoting.
+        visit("S01408764", *good, visit_time="2026-01-02T03:04:05Z"),
+        visit("RP00893", image_host.url("/status/404"), visit_time='said "hi", left'),
+        visit("GONE", "http://gone.test/a.jpg", visit_time="t"),
     )
     await wait_for_status(client, job_id)
     response = await client.get(f"/api/jobs/{job_id}/results", params={"format": "csv"})
@@ -141,18 +129,14 @@ async def test_csv_export_quotes_cells_a_spreadsheet_would_run_as_formulas(
     # Visit times that are not ISO 8601 are kept verbatim, tab and CR included;
     # an unknown store id comes back as sent.
     visits = [
-        {"store_id": "EQ1", "image_url": [urls[0]], "visit_time": "2026-01-02T03:04:05Z"},
-        {"store_id": "PLUS1", "image_url": [urls[1]], "visit_time": "\tTAB"},
-        {"store_id": "MINUS1", "image_url": [urls[2]], "visit_time": "\rCR"},
-        {"store_id": "AT1", "image_url": [urls[3]], "visit_time": "=NOW()"},
-        {"store_id": "SAFE1", "image_url": [urls[4]], "visit_time": "visit 1-2 @noon"},
-        {
-            "store_id": "=cmd|' /C calc'!A0",
-            "image_url": ["http://gone.test/a.jpg"],
-            "visit_time": "-1",
-        },
+        visit("EQ1", urls[0], visit_time="2026-01-02T03:04:05Z"),
+        visit("PLUS1", urls[1], visit_time="\tTAB"),
+        visit("MINUS1", urls[2], visit_time="\rCR"),
+        visit("AT1", urls[3], visit_time="=NOW()"),
+        visit("SAFE1", urls[4], visit_time="visit 1-2 @noon"),
+        visit("=cmd|' /C calc'!A0", "http://gone.test/a.jpg", visit_time="-1"),
     ]
-    job_id = await submit(client, visits)
+    job_id = await submit(client, *visits)
     await wait_for_status(client, job_id)
     response = await client.get(f"/api/jobs/{job_id}/results", params={"format": "csv"})
     assert response.status == 200
@@ -209,14 +193,10 @@ async def test_csv_export_of_many_rows_matches_the_json_pages(
     # Unknown-store images settle at once, so a big job needs no downloads.
     client = await make_client(make_settings(export_chunk_rows=1000, max_page_size=1000))
     visits = [
-        {
-            "store_id": f"X{v}",
-            "image_url": [f"http://x.test/{v}/{i}" for i in range(50)],
-            "visit_time": f"v{v}",
-        }
+        visit(f"X{v}", *(f"http://x.test/{v}/{i}" for i in range(50)), visit_time=f"v{v}")
         for v in range(50)
     ]
-    job_id = await submit(client, visits)
+    job_id = await submit(client, *visits)
     await wait_for_status(client, job_id)
     text = await (await client.get(f"/api/jobs/{job_id}/results?format=csv")).text()
     rows = parse_csv(text)
@@ -241,16 +221,7 @@ async def test_json_results_page_defaults_and_caps(
     make_client: Callable[..., Any], make_settings: Callable[..., Settings]
 ) -> None:
     client = await make_client(make_settings(default_page_size=2, max_page_size=3))
-    job_id = await submit(
-        client,
-        [
-            {
-                "store_id": "Y",
-                "image_url": [f"http://y.test/{i}" for i in range(5)],
-                "visit_time": "t",
-            }
-        ],
-    )
+    job_id = await submit(client, visit("Y", *(f"http://y.test/{i}" for i in range(5))))
     await wait_for_status(client, job_id)
     first = await (await client.get(f"/api/jobs/{job_id}/results")).json()
     assert first["job_id"] == job_id
@@ -282,9 +253,7 @@ async def test_an_offset_past_json_safe_integers_is_a_400_not_a_500(
     client: TestClient[Any, Any],
 ) -> None:
     # Found by schemathesis: the page echoes its offset, and a 21-digit one broke encoding.
-    job_id = await submit(
-        client, [{"store_id": "NOPE", "image_url": ["http://n.test/1"], "visit_time": "t"}]
-    )
+    job_id = await submit(client, visit("NOPE", "http://n.test/1"))
     huge = "132184422693816025088"
     for path in (f"/api/jobs/{job_id}/results", f"/api/jobs/{job_id}"):
         response = await client.get(path, params={"offset": huge})
@@ -300,30 +269,13 @@ async def test_job_list_newest_first_with_filter_and_limit(
     make_client: Callable[..., Any], make_settings: Callable[..., Settings], image_host: ImageHost
 ) -> None:
     client = await make_client(make_settings(default_page_size=2, max_page_size=3))
-    failed = await submit(
-        client, [{"store_id": "NOPE", "image_url": ["http://n.test/1"], "visit_time": "t"}]
-    )
+    failed = await submit(client, visit("NOPE", "http://n.test/1"))
     await wait_for_status(client, failed)
-    completed = await submit(
-        client,
-        [
-            {
-                "store_id": "S00339218",
-                "image_url": [image_host.url("/img/2x2.jpg")],
-                "visit_time": "t",
-            }
-        ],
-    )
+    completed = await submit(client, visit("S00339218", image_host.url("/img/2x2.jpg")))
     await wait_for_status(client, completed)
     ongoing = await submit(
         client,
-        [
-            {
-                "store_id": "S00339218",
-                "image_url": [image_host.url("/img/2x2.jpg"), image_host.url("/hold/3x3.jpg")],
-                "visit_time": "t",
-            }
-        ],
+        visit("S00339218", image_host.url("/img/2x2.jpg"), image_host.url("/hold/3x3.jpg")),
     )
     listed = await (await client.get("/api/jobs")).json()
     # Default limit 2: the two newest.
@@ -350,14 +302,10 @@ async def test_csv_export_cut_short_is_visibly_incomplete(
     client = await make_client(make_settings(export_chunk_rows=100))
     padding = "p" * 100
     visits = [
-        {
-            "store_id": f"Z{v}",
-            "image_url": [f"http://z.test/{padding}/{v}/{i}" for i in range(500)],
-            "visit_time": "t",
-        }
+        visit(f"Z{v}", *(f"http://z.test/{padding}/{v}/{i}" for i in range(500)))
         for v in range(100)
     ]
-    body = json.dumps({"count": len(visits), "visits": visits}).encode()
+    body = json.dumps(payload(*visits)).encode()
     created = await client.post(
         "/api/submit", data=io.BytesIO(body), headers={"Content-Type": "application/json"}
     )

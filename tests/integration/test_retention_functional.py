@@ -12,18 +12,8 @@ from aiohttp.test_utils import TestClient
 from service.api import keys
 from service.config import Settings
 from tests.support.image_host import ImageHost
+from tests.support.jobs import submit, visit
 from tests.support.polling import wait_for_status
-
-
-async def _submit(client: TestClient[Any, Any], url: str) -> int:
-    payload = {
-        "count": 1,
-        "visits": [{"store_id": "RP00001", "image_url": [url], "visit_time": "t"}],
-    }
-    response = await client.post("/api/submit/", json=payload)
-    assert response.status == 201, await response.text()
-    job_id: int = (await response.json())["job_id"]
-    return job_id
 
 
 async def _assert_unknown(client: TestClient[Any, Any], job_id: int) -> None:
@@ -43,7 +33,7 @@ async def test_only_the_newest_finished_jobs_are_kept(
     store = client.app[keys.JOB_STORE]
     finished: list[int] = []
     for n in range(1, 41):
-        job_id = await _submit(client, image_host.url(f"/img/{n}x3.png"))
+        job_id = await submit(client, visit("RP00001", image_host.url(f"/img/{n}x3.png")))
         await wait_for_status(client, job_id)
         finished.append(job_id)
         # Memory stays flat: never more than the cap, however many jobs came before.
@@ -61,7 +51,7 @@ async def test_finished_jobs_expire_after_job_ttl(
     # The sweep runs every min(job_ttl, 60) seconds, so it frees the job unasked.
     client: TestClient[Any, Any] = await make_client(make_settings(job_ttl=1.0))
     store = client.app[keys.JOB_STORE]
-    job_id = await _submit(client, image_host.url("/img/8x8.png"))
+    job_id = await submit(client, visit("RP00001", image_host.url("/img/8x8.png")))
     assert (await wait_for_status(client, job_id))["status"] == "completed"
     deadline = time.monotonic() + 15
     while len(store):

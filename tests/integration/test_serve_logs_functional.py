@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 
 from tests.support.image_host import ImageHost
+from tests.support.jobs import payload, visit
 from tests.support.polling import eventually
 from tests.support.processes import kill_quietly
 
@@ -73,25 +74,12 @@ async def serve_one_job(
                     return None
 
             await eventually(ready)
-            payload = {
-                "count": 2,
-                "visits": [
-                    {
-                        "store_id": "S00339218",
-                        "image_url": [
-                            image_host.url("/img/8x8.jpg"),
-                            image_host.url("/status/404"),
-                        ],
-                        "visit_time": "t",
-                    },
-                    {
-                        "store_id": unknown_store,
-                        "image_url": ["http://g.test/1", "http://g.test/2"],
-                        "visit_time": "t",
-                    },
-                ],
-            }
-            async with session.post(f"{base}/api/submit", json=payload) as response:
+            body = payload(
+                visit("S00339218", image_host.url("/img/8x8.jpg"), image_host.url("/status/404")),
+                visit(unknown_store, "http://g.test/1", "http://g.test/2"),
+            )
+            # Posted here, not through submit(): the access lines below name this path.
+            async with session.post(f"{base}/api/submit", json=body) as response:
                 assert response.status == 201
                 job_id = (await response.json())["job_id"]
 

@@ -21,6 +21,7 @@ import aiohttp
 import pytest
 
 from tests.support.image_host import ImageHost
+from tests.support.jobs import payload, submit, visit
 from tests.support.processes import REPO_ROOT, ServiceProcess, descendants, wait_until_gone
 
 # At least the stuck image; a probe accepted just before the signal landed may join it.
@@ -53,18 +54,12 @@ async def start_service(stores_csv: Path) -> AsyncIterator[Callable[..., Any]]:
         await asyncio.to_thread(service.kill)
 
 
-def _payload(url: str) -> dict[str, Any]:
-    return {
-        "count": 1,
-        "visits": [{"store_id": "RP00001", "image_url": [url], "visit_time": "t"}],
-    }
-
-
 async def _submit_until_refused(session: aiohttp.ClientSession, url: str) -> None:
     """Submits succeed until the signal is handled, then get 503: poll for it."""
+    body = payload(visit("RP00001", url))
     deadline = time.monotonic() + 10
     while True:
-        async with session.post("/api/submit/", json=_payload(url)) as response:
+        async with session.post("/api/submit/", json=body) as response:
             if response.status == 503:
                 assert response.headers["Retry-After"]
                 assert await response.json() == {"error": "service is shutting down"}
@@ -84,11 +79,8 @@ async def test_sigterm_drains_running_jobs_refuses_new_ones_and_exits_cleanly(
         # One job can finish within the grace period, the other cannot.
         quick = image_host.url("/slow/1/6x4.png")
         stuck = image_host.url("/slow/120/6x4.png")
-        async with session.post("/api/submit/", json=_payload(quick)) as response:
-            assert response.status == 201
-            quick_id = (await response.json())["job_id"]
-        async with session.post("/api/submit/", json=_payload(stuck)) as response:
-            assert response.status == 201
+        quick_id = await submit(session, visit("RP00001", quick))
+        await submit(session, visit("RP00001", stuck))
         async with session.get("/api/status", params={"jobid": str(quick_id)}) as response:
             assert (await response.json())["status"] == "ongoing"
 
@@ -122,8 +114,7 @@ async def test_second_signal_cuts_the_grace_short(
     workers = descendants(service.process.pid)
     async with aiohttp.ClientSession(service.base_url) as session:
         stuck = image_host.url("/slow/120/6x4.png")
-        async with session.post("/api/submit/", json=_payload(stuck)) as response:
-            assert response.status == 201
+        await submit(session, visit("RP00001", stuck))
         service.process.send_signal(signal.SIGTERM)
         await _submit_until_refused(session, "http://127.0.0.1:9/a.jpg")
     service.process.send_signal(signal.SIGINT)

@@ -7,13 +7,14 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from tests.support.image_host import ImageHost
+from tests.support.jobs import submit
 from tests.support.polling import wait_for_status
 
 
 async def test_sample_payload_completes(
     client: TestClient[Any, Any], image_host: ImageHost
 ) -> None:
-    payload = {
+    sample = {
         "count": 2,
         "visits": [
             {
@@ -28,9 +29,7 @@ async def test_sample_payload_completes(
             },
         ],
     }
-    response = await client.post("/api/submit/", json=payload)
-    assert response.status == 201
-    job_id = (await response.json())["job_id"]
+    job_id = await submit(client, body=sample)
     assert job_id == 1
     assert await wait_for_status(client, job_id) == {"status": "completed", "job_id": 1}
     detail = await (await client.get(f"/api/jobs/{job_id}")).json()

@@ -17,6 +17,7 @@ from service.logging_setup import configure_logging, stop_logging
 from service.net.downloader import Downloader, FetchError, create_client_session
 from tests.support.fetchers import fetch_retrying
 from tests.support.image_host import BASIC_AUTH, ImageHost
+from tests.support.jobs import payload, post_job, submit, visit
 from tests.support.polling import wait_for_status
 
 Client = TestClient[Any, Any]
@@ -30,13 +31,6 @@ def with_userinfo(url: str, userinfo: str) -> str:
     return url.replace("http://", f"http://{userinfo}@", 1)
 
 
-def job(store_id: str, *urls: str) -> dict[str, Any]:
-    return {
-        "count": 1,
-        "visits": [{"store_id": store_id, "image_url": list(urls), "visit_time": "t"}],
-    }
-
-
 @pytest.mark.parametrize(
     "userinfo", [f"{USER}:{PASSWORD}", USER, f":{PASSWORD}", f"{USER}:", f"a:{PASSWORD}@b"]
 )
@@ -48,10 +42,9 @@ async def test_a_url_with_credentials_is_refused_by_default(
 ) -> None:
     client: Client = await make_client(make_settings())
     good = image_host.url("/img/4x4.png")
-    response = await client.post(
-        "/api/submit", json=job("S00339218", good, with_userinfo(good, userinfo))
+    response = await post_job(
+        client, payload(visit("S00339218", good, with_userinfo(good, userinfo))), expect=400
     )
-    assert response.status == 400
     body = await response.json()
     assert body["error"] == f"visits[0].image_url[1]: {REFUSAL}"
     assert body["details"] == {"visits": {"0": {"image_url": {"1": [REFUSAL]}}}}
@@ -64,9 +57,7 @@ async def test_an_at_sign_outside_the_authority_is_not_a_credential(
 ) -> None:
     client: Client = await make_client(make_settings())
     url = image_host.url("/img/4x4.png?by=agent@example.com&at=x@y")
-    response = await client.post("/api/submit", json=job("S00339218", url))
-    assert response.status == 201
-    job_id = (await response.json())["job_id"]
+    job_id = await submit(client, visit("S00339218", url))
     assert (await wait_for_status(client, job_id))["status"] == "completed"
     detail = await (await client.get(f"/api/jobs/{job_id}")).json()
     assert detail["results"][0]["url"] == url
@@ -86,16 +77,10 @@ async def test_allowed_credentials_are_sent_and_never_shown(
     secret = f"{USER}:{PASSWORD}"
     authed = image_host.url("/basic-auth/8x6.png")
     missing = image_host.url("/status/404")
-    job_id = (
-        await (
-            await client.post(
-                "/api/submit",
-                json=job(
-                    "S00339218", with_userinfo(authed, secret), with_userinfo(missing, secret)
-                ),
-            )
-        ).json()
-    )["job_id"]
+    job_id = await submit(
+        client,
+        visit("S00339218", with_userinfo(authed, secret), with_userinfo(missing, secret)),
+    )
     masked_authed = with_userinfo(authed, f"{USER}:***")
     masked_missing = with_userinfo(missing, f"{USER}:***")
 

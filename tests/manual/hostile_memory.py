@@ -23,6 +23,7 @@ from aiohttp import web
 
 from tests.support.fault_host import FaultHost
 from tests.support.image_host import build_image_host_app
+from tests.support.jobs import payload, visit
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -99,11 +100,8 @@ async def main(rounds: int) -> None:
                 await asyncio.sleep(0.1)
 
             async def run_job(job_urls: list[str]) -> dict[str, object]:
-                payload = {
-                    "count": 1,
-                    "visits": [{"store_id": "S00339218", "image_url": job_urls, "visit_time": "t"}],
-                }
-                async with client.post(f"{base}/api/submit/", json=payload) as response:
+                body = payload(visit("S00339218", *job_urls))
+                async with client.post(f"{base}/api/submit/", json=body) as response:
                     job_id = (await response.json())["job_id"]
                 while True:
                     async with client.get(f"{base}/api/jobs/{job_id}") as response:

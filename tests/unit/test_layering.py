@@ -53,7 +53,7 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-@pytest.mark.parametrize("path", all_modules(), ids=lambda path: module_name(path))
+@pytest.mark.parametrize("path", all_modules(), ids=module_name)
 def test_imports_point_down(path: Path) -> None:
     here = part_of(module_name(path))
     upward = [
