@@ -123,7 +123,14 @@ class ServiceProcess:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self._repo = repo
-        self._env = {**os.environ, **env, "PYTHONPATH": str(repo)}
+        # A job store of its own beside the log, never the checkout's ./retail-pulse.db.
+        database = f"sqlite:///{log_path.parent / f'jobs-{self.port}.db'}"
+        self._env = {
+            **os.environ,
+            "RP_DATABASE_URL": database,
+            **env,
+            "PYTHONPATH": str(repo),
+        }
         self._command = [
             sys.executable,
             "-m",

@@ -32,6 +32,7 @@ pids+=($!)
 port=$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 # No simulated GPU wait, so jobs settle in milliseconds; the image server is on loopback.
 RP_HOST=127.0.0.1 RP_PORT=$port RP_STORES=stores.csv RP_WORKERS=1 \
+    RP_DATABASE_URL="sqlite:///$work/jobs.db" \
     RP_GPU_DELAY_MIN=0 RP_GPU_DELAY_MAX=0 RP_ALLOW_PRIVATE_NETWORKS=true \
     "$PYTHON" -m service 2>"$work/service.log" &
 service_pid=$!

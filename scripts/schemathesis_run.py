@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -90,8 +91,11 @@ def main() -> int:
     print(f"schemathesis: network isolation: {isolation}; image URLs rewritten to loopback")
     port = free_port()
     base = f"http://127.0.0.1:{port}"
+    # The default kind of job store, in a file of this run's own.
+    scratch = tempfile.mkdtemp(prefix="rp-schemathesis-")
     server_env = {
         **os.environ,
+        "RP_DATABASE_URL": f"sqlite:///{scratch}/jobs.db",
         "RP_GPU_DELAY_MIN": "0",
         "RP_GPU_DELAY_MAX": "0",
         "RP_WORKERS": "1",
@@ -161,6 +165,7 @@ def main() -> int:
         except subprocess.TimeoutExpired:
             server.kill()
             server_code = server.wait()
+        shutil.rmtree(scratch, ignore_errors=True)
     if server_code != 0:
         print(f"schemathesis: service exited with {server_code} after the run", file=sys.stderr)
         return 1

@@ -24,16 +24,18 @@ from service.api.ops import routes as ops_routes
 from service.api.results import routes as results_routes
 from service.api.schemas import SubmitSchema
 from service.config import ConfigError, Settings, load_config
+from service.jobs.backends import create_store, create_work_queue
+from service.jobs.claims import ClaimingQueue
 from service.jobs.manager import JobManager
-from service.jobs.store import InMemoryJobStore
+from service.jobs.store import StoreOpenError
 from service.jobs.telemetry import JobTelemetry
 from service.logging_setup import AccessLogger, configure_logging, stop_logging
 from service.metrics import Metrics
 from service.net.downloader import Downloader, create_client_session
 from service.pipeline import imaging
-from service.pipeline.fair_queue import FairQueue
 from service.pipeline.flow import Pipeline
 from service.pipeline.measure_pool import MeasurePool
+from service.replica import Replica
 from service.store_master import StoreMaster, StoreMasterError, load_store_master
 
 __all__ = [
@@ -57,7 +59,9 @@ class ListenError(Exception):
 HTTP_SHUTDOWN_TIMEOUT = 5.0
 
 
-def create_app(settings: Settings, store_master: StoreMaster | None = None) -> web.Application:
+def create_app(
+    settings: Settings, store_master: StoreMaster | None = None, replica: Replica | None = None
+) -> web.Application:
     """Build the app. Loads the store master now, so a bad file fails before serving."""
     middlewares: list[Middleware] = [error_middleware]
     if settings.api_key:
@@ -70,6 +74,7 @@ def create_app(settings: Settings, store_master: StoreMaster | None = None) -> w
         handler_args={"auto_decompress": False},
     )
     app[keys.SETTINGS] = settings
+    app[keys.REPLICA] = replica or Replica(label=settings.replica_name)
     # "is None", not "or": an empty StoreMaster is falsy but was still given.
     app[keys.STORE_MASTER] = (
         store_master if store_master is not None else load_store_master(settings.stores)
@@ -78,6 +83,8 @@ def create_app(settings: Settings, store_master: StoreMaster | None = None) -> w
     app[keys.METRICS] = Metrics()
     app[keys.OPENAPI] = build_openapi(settings)
     app.cleanup_ctx.append(client_session_ctx)
+    # Opened before the pool starts: a store that cannot open fails the start at once.
+    app.cleanup_ctx.append(job_store_ctx)
     app.cleanup_ctx.append(measure_pool_ctx)
     app.cleanup_ctx.append(job_manager_ctx)
     app.add_routes(routes)
@@ -92,6 +99,16 @@ async def client_session_ctx(app: web.Application) -> AsyncIterator[None]:
     app[keys.CLIENT_SESSION] = session
     yield
     await session.close()
+
+
+async def job_store_ctx(app: web.Application) -> AsyncIterator[None]:
+    store = create_store(app[keys.SETTINGS].store, app[keys.REPLICA])
+    await store.open()
+    app[keys.JOB_STORE] = store
+    try:
+        yield
+    finally:
+        await store.close()
 
 
 async def measure_pool_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -118,10 +135,10 @@ async def job_manager_ctx(app: web.Application) -> AsyncIterator[None]:
         settings.download,
         observe_seconds=metrics.download_seconds.observe,
     )
-    queue = FairQueue()
-    job_store = InMemoryJobStore(ttl=settings.job_ttl, max_finished=settings.max_finished_jobs)
+    store = app[keys.JOB_STORE]
+    queue = create_work_queue(store, settings.store, settings.max_in_flight)
     manager = JobManager(
-        job_store,
+        store,
         app[keys.STORE_MASTER],
         queue,
         settings.jobs,
@@ -131,26 +148,30 @@ async def job_manager_ctx(app: web.Application) -> AsyncIterator[None]:
     metrics.watch_pipeline(pipeline)
     metrics.watch_job_manager(manager)
     app[keys.PIPELINE] = pipeline
-    app[keys.JOB_STORE] = job_store
     app[keys.JOB_MANAGER] = manager
+    await manager.start()
+    if isinstance(queue, ClaimingQueue):
+        queue.start()
     pipeline.start()
-    manager.start()
     try:
         yield
     finally:
-        # Normally serve() has drained already; this covers every other way out,
-        # so no job is left ongoing with nobody working on it.
-        await manager.drain(grace=0)
+        # Normally serve() has drained already; this covers every other way out.
+        await manager.drain(0, pipeline.wait_idle)
         await manager.close()
         await pipeline.close()
-        queue.close()
+        await queue.close()
 
 
 async def drain(app: web.Application, cut_short: asyncio.Event | None = None) -> None:
-    """Refuse new jobs (503), give running ones ``shutdown_grace``, then fail what is left."""
+    """Refuse new jobs (503) and give running work ``shutdown_grace`` seconds.
+
+    A durable store keeps what is left queued for the next start; the memory
+    store fails it, since nothing would ever resume it.
+    """
     grace = app[keys.SETTINGS].shutdown_grace
-    log.info("shutting down: new jobs refused, waiting up to %ss for running ones", grace)
-    await app[keys.JOB_MANAGER].drain(grace, cut_short)
+    log.info("shutting down: new jobs refused, waiting up to %ss for running work", grace)
+    await app[keys.JOB_MANAGER].drain(grace, app[keys.PIPELINE].wait_idle, cut_short)
 
 
 async def serve(app: web.Application) -> None:
@@ -214,6 +235,11 @@ async def _listen(runner: web.AppRunner, settings: Settings) -> None:
         settings.stores,
         type(asyncio.get_running_loop()).__module__.partition(".")[0],
     )
+    store = runner.app[keys.JOB_STORE]
+    if store.durable:
+        log.info("job store: %s", store.description)
+    else:
+        log.warning("job store: %s; for tests and benchmarks only", store.description)
     _log_address_policy(settings)
 
 
@@ -239,6 +265,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, help="TCP port (default 8080)")
     parser.add_argument("--stores", help="store master CSV (default stores.csv)")
     parser.add_argument("--config", help="TOML settings file, e.g. config/default.toml")
+    parser.add_argument(
+        "--database-url",
+        help="job store: sqlite:///PATH (default sqlite:///retail-pulse.db), "
+        "postgresql://user[:password]@host[:port]/dbname, or memory",
+    )
     return parser.parse_args(argv)
 
 
@@ -265,7 +296,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_config(
             args.config or os.environ.get("RP_CONFIG"),
             os.environ,
-            {"host": args.host, "port": args.port, "stores": args.stores},
+            {
+                "host": args.host,
+                "port": args.port,
+                "stores": args.stores,
+                "database_url": args.database_url,
+            },
         )
         configure_logging(
             settings.log_level, settings.log_format, queue_limit=settings.log_queue_limit
@@ -278,7 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             runner.run(serve(app))
-    except ListenError as exc:
+    except (ListenError, StoreOpenError) as exc:
         print(f"retail-pulse: {exc}", file=sys.stderr)
         return 2
     else:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from service.database_url import DatabaseUrl, parse_database_url
+
 __all__ = [
     "ConfigError",
     "DownloadSettings",
@@ -21,6 +23,7 @@ __all__ = [
     "PipelineSettings",
     "PoolSettings",
     "Settings",
+    "StoreSettings",
     "load_config",
     "setting_names",
 ]
@@ -48,6 +51,14 @@ def _host_names(value: tuple[str, ...]) -> str | None:
     for host in value:
         if not host or any(char in host for char in "/@ \t") or host.startswith("."):
             return f"{host!r} is not a host name (give bare hosts, e.g. images.example.com)"
+    return None
+
+
+def _database_url(value: str) -> str | None:
+    try:
+        parse_database_url(value)
+    except ValueError as exc:
+        return str(exc)
     return None
 
 
@@ -135,6 +146,25 @@ class JobSettings:
     job_ttl: float
     max_finished_jobs: int
     shutdown_grace: float
+    unsaved_results_limit: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class StoreSettings:
+    """The job store: where it is, how long to wait for it, retention, and replicas' claims."""
+
+    database_url: str
+    database_connect_timeout: float
+    database_pool_size: int
+    claim_timeout: float
+    replica_name: str
+    job_ttl: float
+    max_finished_jobs: int
+    max_pending_images: int
+
+    @property
+    def database(self) -> DatabaseUrl:
+        return parse_database_url(self.database_url)
 
 
 _GROUPS = {
@@ -143,6 +173,7 @@ _GROUPS = {
     "pipeline": PipelineSettings,
     "limits": LimitSettings,
     "jobs": JobSettings,
+    "store": StoreSettings,
 }
 
 
@@ -200,6 +231,16 @@ class Settings:
     job_ttl: float = _setting(86_400.0, _positive)
     max_finished_jobs: int = _setting(10_000, _positive)
     shutdown_grace: float = _setting(10.0, _non_negative)
+    unsaved_results_limit: int = _setting(100_000, _positive)
+
+    # The URL may hold a password: never in a repr, and errors show it masked.
+    database_url: str = field(
+        default="sqlite:///retail-pulse.db", repr=False, metadata={"check": _database_url}
+    )
+    database_connect_timeout: float = _setting(30.0, _non_negative)
+    database_pool_size: int = _setting(10, _positive)
+    claim_timeout: float = _setting(30.0, _positive)
+    replica_name: str = _setting("")
     # Empty disables the check. repr=False keeps the key out of logs and tracebacks.
     api_key: str = field(default="", repr=False, metadata={"check": None})
 
@@ -212,6 +253,7 @@ class Settings:
     )
     limits: LimitSettings = field(init=False, repr=False, compare=False, metadata={"group": True})
     jobs: JobSettings = field(init=False, repr=False, compare=False, metadata={"group": True})
+    store: StoreSettings = field(init=False, repr=False, compare=False, metadata={"group": True})
 
     def __post_init__(self) -> None:
         self._check()
@@ -224,9 +266,9 @@ class Settings:
             check = spec.metadata.get("check")
             problem = check(getattr(self, spec.name)) if check else None
             if problem:
-                raise ConfigError(
-                    f"invalid setting {spec.name}: {problem} (got {getattr(self, spec.name)!r})"
-                )
+                # A field kept out of reprs may hold a secret: its problem says enough.
+                shown = f" (got {getattr(self, spec.name)!r})" if spec.repr else ""
+                raise ConfigError(f"invalid setting {spec.name}: {problem}{shown}")
         if self.gpu_delay_min > self.gpu_delay_max:
             raise ConfigError(
                 "invalid setting gpu_delay_min: must not exceed gpu_delay_max "

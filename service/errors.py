@@ -5,7 +5,7 @@ Lower wings raise these; ``api/middlewares.py`` alone turns them into responses.
 
 from __future__ import annotations
 
-__all__ = ["Overloaded", "ServiceError", "ShuttingDown"]
+__all__ = ["Overloaded", "ServiceError", "ShuttingDown", "StoreUnavailable"]
 
 # What a refusal asks clients to wait before trying again, in seconds.
 DEFAULT_RETRY_AFTER = 5.0
@@ -29,3 +29,7 @@ class ShuttingDown(ServiceError):
 
     def __init__(self, *, retry_after: float = DEFAULT_RETRY_AFTER) -> None:
         super().__init__("service is shutting down", retry_after=retry_after)
+
+
+class StoreUnavailable(ServiceError):
+    """The job store cannot be reached or written (database down, disk full)."""

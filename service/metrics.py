@@ -97,7 +97,8 @@ class _Pipeline(Protocol):
 
 
 class _JobManager(Protocol):
-    pending_images: int
+    @property
+    def pending_images(self) -> int: ...
 
 
 class Metrics:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ from service.config import Settings
 from service.logging_setup import stop_logging
 from tests.support.fault_host import FaultHost
 from tests.support.image_host import ImageHost, build_image_host_app
+from tests.support.processes import REPO_ROOT
 
 STORE_MASTER_CSV = """AreaCode,StoreName,StoreID
 7100015,B P STORE,RP00001
@@ -34,16 +36,20 @@ def stores_csv(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def make_settings(stores_csv: Path) -> Callable[..., Settings]:
+def make_settings(stores_csv: Path, tmp_path: Path) -> Callable[..., Settings]:
     """Settings for tests: the test store master, two workers, no simulated GPU delay.
 
-    Image hosts in tests are on loopback, so private networks are allowed; the
-    address-policy tests turn that off. Retries back off for milliseconds.
+    Each call gets a SQLite job store of its own in the test's temporary directory
+    (a test that restarts on one store passes its ``database_url``). Image hosts in
+    tests are on loopback, so private networks are allowed; the address-policy
+    tests turn that off. Retries back off for milliseconds.
     """
+    databases = itertools.count(1)
 
     def make(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
             "stores": str(stores_csv),
+            "database_url": f"sqlite:///{tmp_path / f'jobs-{next(databases)}.db'}",
             "workers": 2,
             "gpu_delay_min": 0.0,
             "gpu_delay_max": 0.0,
@@ -59,6 +65,16 @@ def make_settings(stores_csv: Path) -> Callable[..., Settings]:
         return Settings(**values)
 
     return make
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_test_touches_the_default_job_store() -> Iterator[None]:
+    """``make run`` keeps its jobs in ./retail-pulse.db: no test may create or change it."""
+    default = REPO_ROOT / "retail-pulse.db"
+    before = default.stat().st_mtime_ns if default.exists() else None
+    yield
+    after = default.stat().st_mtime_ns if default.exists() else None
+    assert after == before, f"a test wrote to {default}"
 
 
 @pytest.fixture

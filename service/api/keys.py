@@ -10,10 +10,11 @@ from aiohttp import web
 from service.api.schemas import SubmitSchema
 from service.config import Settings
 from service.jobs.manager import JobManager
-from service.jobs.store import InMemoryJobStore
+from service.jobs.store import JobStore
 from service.metrics import Metrics
 from service.pipeline.flow import Pipeline
 from service.pipeline.measure_pool import BatchFunction, MeasurePool
+from service.replica import Replica
 from service.store_master import StoreMaster
 
 __all__ = [
@@ -25,12 +26,14 @@ __all__ = [
     "METRICS",
     "OPENAPI",
     "PIPELINE",
+    "REPLICA",
     "SETTINGS",
     "STORE_MASTER",
     "SUBMIT_SCHEMA",
 ]
 
 SETTINGS = web.AppKey("settings", Settings)
+REPLICA = web.AppKey("replica", Replica)
 STORE_MASTER = web.AppKey("store_master", StoreMaster)
 SUBMIT_SCHEMA = web.AppKey("submit_schema", SubmitSchema)
 CLIENT_SESSION = web.AppKey("client_session", aiohttp.ClientSession)
@@ -40,8 +43,7 @@ BATCH_FUNCTION: web.AppKey[BatchFunction] = web.AppKey("batch_function")
 # A seam for tests, which watch its in-flight and queued counts.
 PIPELINE = web.AppKey("pipeline", Pipeline)
 JOB_MANAGER = web.AppKey("job_manager", JobManager)
-# A seam for tests, which check what the store holds.
-JOB_STORE = web.AppKey("job_store", InMemoryJobStore)
+JOB_STORE = web.AppKey("job_store", JobStore)
 METRICS = web.AppKey("metrics", Metrics)
 # The OpenAPI document, built once per app from the schemas and the settings.
 OPENAPI = web.AppKey("openapi", dict[str, Any])

@@ -1,27 +1,33 @@
-"""The job manager actor: one task owns all job state and drains a message queue.
+"""The job manager actor: one task owns this process's job transitions and writes them through
+the store.
 
-Handlers ``await`` its query methods, which post a message with a future and
-wait for the answer; the pipeline reports settled images with ``settle``,
-which posts and returns at once. Nothing else touches the job store.
+Submits and settled images reach it as messages in one inbox, handled in order.
+Outcomes that arrive together (the pipeline reports once per event-loop turn, and
+more pile up while a commit is under way) go to the store in one ``record``
+call: one transaction across every job in it. Reads (status, pages, lists) do
+not queue behind that: they ask the store directly, which answers from what is
+committed.
 
-The actor also keeps the count of unsettled images across jobs, which is what
-admission control compares with ``max_pending_images``, and it leads a drain at
-shutdown: refuse new jobs, give running ones a grace period, fail the rest.
+When the store cannot be written, settled outcomes wait here and are retried;
+past ``unsaved_results_limit`` the work queue is paused until the store is back.
+At shutdown the manager leads a drain: refuse new jobs, let images in flight
+finish for a grace period, then (memory store only) fail what is left; a durable
+store keeps it queued for the next start or another replica.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
 from service.config import JobSettings
-from service.errors import Overloaded, ServiceError, ShuttingDown
-from service.jobs.model import ImageRow, Job, JobStatus, JobSummary, Visit
-from service.jobs.store import JobStore
+from service.errors import ServiceError, ShuttingDown, StoreUnavailable
+from service.jobs.memory_store import overloaded
+from service.jobs.model import ImageRow, JobStatus, JobSummary, Visit
+from service.jobs.store import CreatedJob, JobStore
 from service.outcomes import SHUTDOWN_REASON, FailureKind, ImageOutcome
 from service.pipeline.fair_queue import ImageTask
 from service.pipeline.flow import SettledImage
@@ -33,24 +39,34 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+# Expired jobs are also dropped on every read; the sweep frees space when nobody asks.
+MAX_SWEEP_INTERVAL = 60.0
+# Backoff between tries to write outcomes the store refused, in seconds.
+UNSAVED_RETRY_FIRST = 0.5
+UNSAVED_RETRY_MAX = 5.0
+
 
 class WorkQueue(Protocol):
-    """Where the manager puts a job's images to be processed (the pipeline's fair queue)."""
+    """Where the manager puts images to be processed (the pipeline's work source)."""
 
     def add(self, job_id: int, tasks: Iterator[ImageTask], count: int) -> None: ...
 
     def remove(self, job_id: int) -> None:
-        """The job ended (or is being failed): drop whatever of it has not started."""
+        """The job ended: drop whatever of it has not started."""
+
+    def pause(self) -> None:
+        """Hand out no more images until ``resume``."""
+
+    def resume(self) -> None: ...
 
 
 class JobObserver(Protocol):
-    """Told by the job manager, inside the actor, what happened to jobs (metrics, logs)."""
+    """Told by the manager, inside the actor, what happened to jobs (metrics, logs)."""
 
-    def job_created(self, job: Job) -> None: ...
+    def job_created(self, created: CreatedJob) -> None: ...
 
-    def images_settled(self, job: Job, settled: Sequence[tuple[int, ImageOutcome]]) -> None:
-        """Called after ``settled`` was recorded. An outcome the job ignored (a second
-        report for one image) is not ``job.outcomes[index]``."""
+    def images_recorded(self, recorded: Sequence[SettledImage]) -> None:
+        """Outcomes the store committed (repeats and stale claims left out)."""
 
     def job_finished(self, summary: JobSummary) -> None: ...
 
@@ -67,22 +83,14 @@ class _Outcomes:
 
 
 @dataclass(frozen=True, slots=True)
-class _GetRows:
-    job_id: int
-    offset: int
-    limit: int
-    reply: asyncio.Future[tuple[JobSummary, list[ImageRow]] | None]
+class _Flush:
+    """Answered once every outcome before it is written (or kept to retry)."""
+
+    reply: asyncio.Future[None]
 
 
 @dataclass(frozen=True, slots=True)
-class _ListRecent:
-    limit: int
-    status: JobStatus | None
-    reply: asyncio.Future[list[JobSummary]]
-
-
-@dataclass(frozen=True, slots=True)
-class _FailOngoing:
+class _FailUnfinished:
     reason: str
     reply: asyncio.Future[int]
 
@@ -92,49 +100,58 @@ class _Sweep:
     pass
 
 
-_Message = _Submit | _Outcomes | _GetRows | _ListRecent | _FailOngoing | _Sweep
+_Message = _Submit | _Outcomes | _Flush | _FailUnfinished | _Sweep
 _STOP = object()
-
-# Expired jobs are also dropped on every read; the sweep frees memory when nobody asks.
-MAX_SWEEP_INTERVAL = 60.0
 
 
 class JobManager:
     def __init__(
         self,
-        job_store: JobStore,
+        store: JobStore,
         store_master: StoreMaster,
         queue: WorkQueue,
         settings: JobSettings,
         *,
         observer: JobObserver | None = None,
     ) -> None:
-        self._jobs = job_store
+        self._store = store
         self._observer = observer
         self._store_master = store_master
         self._queue = queue
         self._max_pending = settings.max_pending_images
-        # Expired jobs are also dropped on every read; the sweep frees memory when nobody asks.
+        self._unsaved_limit = settings.unsaved_results_limit
         self._sweep_interval = min(settings.job_ttl, MAX_SWEEP_INTERVAL)
         self._inbox: asyncio.Queue[_Message | object] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._accepting = True
-        # Images of ongoing jobs not yet settled: queued, downloading, measuring or
-        # waiting out the simulated GPU delay. Kept by the actor, read anywhere.
-        self.pending_images = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
+        # Outcomes the store could not take yet, oldest first; retried on a timer.
+        self._unsaved: list[SettledImage] = []
+        self._unsaved_retry: asyncio.TimerHandle | None = None
+        self._unsaved_delay = UNSAVED_RETRY_FIRST
+        self._paused_for_unsaved = False
+        # Set while no image of any job is pending: what the memory store's drain waits for.
+        self._all_settled = asyncio.Event()
 
     # -- lifecycle ---------------------------------------------------------
 
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="job-manager")
-            self._sweeper = asyncio.create_task(self._sweep_periodically(), name="job-sweeper")
+    async def start(self) -> None:
+        """Queue the work a previous run left unfinished, then start the actor."""
+        if self._task is not None:
+            return
+        if not self._store.shared:
+            # A shared store hands out work through claims instead.
+            resumed = 0
+            for job in await self._store.unfinished():
+                self._queue.add(job.job_id, iter(job.tasks), len(job.tasks))
+                resumed += len(job.tasks)
+            if resumed:
+                log.info("resumed unfinished jobs", extra={"images": resumed})
+        self._task = asyncio.create_task(self._run(), name="job-manager")
+        self._sweeper = asyncio.create_task(self._sweep_periodically(), name="job-sweeper")
 
     async def close(self) -> None:
-        """Stop after the messages already queued; later questions get 503."""
+        """Stop after the messages already queued; later questions get ``ShuttingDown``."""
         task, self._task = self._task, None
         if task is None:
             return
@@ -142,32 +159,65 @@ class JobManager:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)
             self._sweeper = None
+        if self._unsaved_retry is not None:
+            self._unsaved_retry.cancel()
         self._inbox.put_nowait(_STOP)
         await task
+        if self._unsaved:
+            # Durable stores redo these images at the next start; nothing is lost.
+            log.warning(
+                "stopping with %d settled images not written to the store", len(self._unsaved)
+            )
 
     @property
     def accepting(self) -> bool:
         """False once a drain began: new jobs are refused (readiness reads this)."""
         return self._accepting
 
-    async def drain(self, grace: float, cut_short: asyncio.Event | None = None) -> int:
-        """Refuse new jobs, wait up to ``grace`` seconds for running ones, fail the rest.
+    @property
+    def pending_images(self) -> int:
+        return self._store.pending_images()
 
-        ``cut_short`` ends the wait early (a second signal). Returns how many
-        images were failed. Queries keep being answered throughout.
+    @property
+    def unsaved_results(self) -> int:
+        return len(self._unsaved)
+
+    async def drain(
+        self,
+        grace: float,
+        in_flight_done: Callable[[], Awaitable[object]],
+        cut_short: asyncio.Event | None = None,
+    ) -> int:
+        """Refuse new jobs; give running work up to ``grace`` seconds; returns images failed.
+
+        A durable store stops starting new images and waits for those in flight
+        (``in_flight_done``); what never started stays queued. The memory store
+        waits for whole jobs and fails what is left, since nothing would resume it.
+        ``cut_short`` (a second signal) ends the wait early.
         """
         self._accepting = False
-        waits = [asyncio.ensure_future(self._idle.wait())]
-        if cut_short is not None:
-            waits.append(asyncio.ensure_future(cut_short.wait()))
-        try:
-            await asyncio.wait(waits, timeout=grace, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waits:
-                waiter.cancel()
+        if self._store.durable:
+            self._queue.pause()
+            await _wait_any(in_flight_done(), cut_short, grace)
+            await self.flush()
+            return 0
+        self._update_all_settled()
+        await _wait_any(self._all_settled.wait(), cut_short, grace)
+        self._queue.pause()
         if self._task is None:
             return 0
-        return await self._ask(lambda reply: _FailOngoing(SHUTDOWN_REASON, reply))
+        return await self._ask(lambda reply: _FailUnfinished(SHUTDOWN_REASON, reply))
+
+    def _update_all_settled(self) -> None:
+        if self._store.pending_images() == 0:
+            self._all_settled.set()
+        else:
+            self._all_settled.clear()
+
+    async def flush(self) -> None:
+        """Wait until every outcome reported so far is written (or kept to retry)."""
+        if self._task is not None:
+            await self._ask(_Flush)
 
     # -- the client side: called by handlers and the pipeline --------------
 
@@ -175,12 +225,14 @@ class JobManager:
         """Refuse at once when no job could be admitted, before a body is read and parsed.
 
         Parsing a large body costs more than anything else a refused submit does,
-        and spending it while overloaded would deepen the overload.
+        and spending it while overloaded would deepen the overload. The store
+        checks again, exactly, as it creates the job.
         """
         if not self._accepting:
             raise ShuttingDown()
-        if self.pending_images >= self._max_pending:
-            raise self._busy(0)
+        pending = self._store.pending_images()
+        if pending >= self._max_pending:
+            raise overloaded(pending, 0, self._max_pending)
 
     async def submit(self, visits: Sequence[Visit]) -> int:
         if not self._accepting:
@@ -193,25 +245,27 @@ class JobManager:
             self._inbox.put_nowait(_Outcomes(settled))
 
     async def summary(self, job_id: int) -> JobSummary | None:
-        # Status polls are the hot read, so they skip the inbox: job state only
-        # changes inside _handle, which never awaits, so reading between two
-        # messages is consistent, and the answer comes without waiting two
-        # event-loop turns (the actor's and the reply's) behind pipeline work.
-        if self._task is None:
-            raise ShuttingDown()
-        return self._jobs.summary(job_id)
+        self._check_open()
+        return await self._store.summary(job_id)
 
     async def rows(
         self, job_id: int, offset: int, limit: int
     ) -> tuple[JobSummary, list[ImageRow]] | None:
-        return await self._ask(lambda reply: _GetRows(job_id, offset, limit, reply))
+        self._check_open()
+        return await self._store.rows(job_id, offset, limit)
 
-    async def recent(self, limit: int, status: JobStatus | None = None) -> list[JobSummary]:
-        return await self._ask(lambda reply: _ListRecent(limit, status, reply))
+    async def recent(
+        self, limit: int, status: JobStatus | None = None, before: int | None = None
+    ) -> list[JobSummary]:
+        self._check_open()
+        return await self._store.recent(limit, status, before)
 
-    async def _ask(self, make: Callable[[asyncio.Future[T]], _Message]) -> T:
+    def _check_open(self) -> None:
         if self._task is None:
             raise ShuttingDown()
+
+    async def _ask(self, make: Callable[[asyncio.Future[T]], _Message]) -> T:
+        self._check_open()
         reply: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._inbox.put_nowait(make(reply))
         return await reply
@@ -220,19 +274,42 @@ class JobManager:
 
     async def _run(self) -> None:
         while True:
-            message = await self._inbox.get()
-            if message is _STOP:
-                self._refuse_remaining()
-                return
-            try:
-                self._handle(message)  # type: ignore[arg-type]
-            except ServiceError as exc:
-                # Refusing a job (overload, shutdown) is an answer, not a fault.
-                _fail(message, exc)
-            except Exception as exc:
-                # One bad message must not take job state down with it.
-                log.exception("job manager failed on %s", type(message).__name__)
-                _fail(message, exc)
+            first = await self._inbox.get()
+            batch = [first]
+            while not self._inbox.empty():
+                batch.append(self._inbox.get_nowait())
+            # Outcomes in a row are written together; every other message is handled
+            # in its turn, after the outcomes that came before it.
+            outcomes: list[SettledImage] = []
+            for message in batch:
+                if isinstance(message, _Outcomes):
+                    outcomes.extend(message.settled)
+                    continue
+                if outcomes:
+                    await self._record(outcomes)
+                    outcomes = []
+                if message is _STOP:
+                    self._refuse(batch[batch.index(message) + 1 :])
+                    self._refuse_remaining()
+                    return
+                await self._handle_safely(message)  # type: ignore[arg-type]
+            if outcomes:
+                await self._record(outcomes)
+
+    async def _handle_safely(self, message: _Message) -> None:
+        try:
+            await self._handle(message)
+        except ServiceError as exc:
+            # Refusing (overload, shutdown, store down) is an answer, not a fault.
+            _fail(message, exc)
+        except Exception as exc:
+            # One bad message must not take job state down with it.
+            log.exception("job manager failed on %s", type(message).__name__)
+            _fail(message, exc)
+
+    def _refuse(self, messages: Sequence[object]) -> None:
+        for message in messages:
+            _fail(message, ShuttingDown())
 
     def _refuse_remaining(self) -> None:
         while not self._inbox.empty():
@@ -243,90 +320,114 @@ class JobManager:
             await asyncio.sleep(self._sweep_interval)
             self._inbox.put_nowait(_Sweep())
 
-    def _handle(self, message: _Message) -> None:
+    async def _handle(self, message: _Message) -> None:
         match message:
-            case _Outcomes(settled):
-                by_job: dict[int, list[tuple[int, ImageOutcome]]] = {}
-                for task, outcome in settled:
-                    by_job.setdefault(task.job_id, []).append((task.index, outcome))
-                for job_id, outcomes in by_job.items():
-                    self._record(job_id, outcomes)
             case _Submit(visits, reply):
-                _answer(reply, self._create(visits))
-            case _GetRows(job_id, offset, limit, reply):
-                summary = self._jobs.summary(job_id)
-                rows = self._jobs.rows(job_id, offset, limit)
-                _answer(reply, None if summary is None or rows is None else (summary, rows))
-            case _ListRecent(limit, status, reply):
-                _answer(reply, self._jobs.recent(limit, status))
-            case _FailOngoing(reason, reply):
-                _answer(reply, self._fail_ongoing(reason))
+                _answer(reply, await self._create(visits))
+            case _Flush(reply):
+                if self._unsaved:
+                    await self._record([])
+                _answer(reply, None)
+            case _FailUnfinished(reason, reply):
+                _answer(reply, await self._fail_unfinished(reason))
             case _Sweep():
-                evicted = self._jobs.sweep()
+                evicted = await self._store.sweep()
                 if evicted:
-                    log.debug("evicted %d expired jobs", evicted)
+                    log.debug("deleted %d expired jobs", evicted)
 
-    def _admit(self, visits: tuple[Visit, ...]) -> None:
+    async def _create(self, visits: tuple[Visit, ...]) -> int:
         if not self._accepting:
             raise ShuttingDown()
-        images = sum(len(visit.image_urls) for visit in visits)
-        if self.pending_images + images > self._max_pending:
-            raise self._busy(images)
-
-    def _busy(self, images: int) -> Overloaded:
-        adds = f", this job adds {images}" if images else ""
-        return Overloaded(
-            f"service is busy: {self.pending_images} images pending{adds}, "
-            f"the limit is {self._max_pending}; retry later"
-        )
-
-    def _create(self, visits: tuple[Visit, ...]) -> int:
-        # Checked inside the actor, so concurrent submits cannot all slip under the cap.
-        self._admit(visits)
-        stores = tuple(self._store_master.get(visit.store_id) for visit in visits)
-        # An unknown store's images are failed by the job itself as it is created.
-        job = self._jobs.create(visits, stores)
-        self._add_pending(job.total - job.done)
+        stores = [self._store_master.get(visit.store_id) for visit in visits]
+        # The store checks admission as it commits, so concurrent submits (on any
+        # replica, for a shared store) cannot all slip under the cap.
+        created = await self._store.create(visits, stores, max_pending=self._max_pending)
         log.info(
             "job created",
-            extra={"job_id": job.job_id, "visits": len(visits), "images": job.total},
+            extra={"job_id": created.job_id, "visits": len(visits), "images": created.total},
         )
-        self._notify(lambda observer: observer.job_created(job))
-        if job.all_settled:
-            self._finish(job)
+        self._notify(lambda observer: observer.job_created(created))
+        if created.finished is not None:
+            self._finished(created.finished)
+            await self._sweep_if_full()
         else:
-            pending = job.total - job.done
-            self._queue.add(job.job_id, job.pending_images(), pending)
-        return job.job_id
+            count = created.total - sum(created.unknown_stores.values())
+            self._queue.add(created.job_id, _tasks(created.job_id, visits, stores), count)
+        return created.job_id
 
-    def _record(self, job_id: int, settled: Sequence[tuple[int, ImageOutcome]]) -> None:
-        before = self._jobs.get(job_id)
-        if before is None or before.status.is_terminal:
+    async def _record(self, outcomes: list[SettledImage]) -> None:
+        batch = self._unsaved + outcomes if self._unsaved else outcomes
+        try:
+            recorded = await self._store.record(batch)
+        except StoreUnavailable as exc:
+            self._keep_unsaved(batch, exc)
             return
-        done_before = before.done
-        job = self._jobs.record(job_id, settled)
-        if job is None:
-            return
-        self._add_pending(done_before - job.done)
-        self._notify(lambda observer: observer.images_settled(job, settled))
-        if job.all_settled:
-            self._finish(job)
+        self._store_back()
+        self._update_all_settled()
+        if recorded.accepted:
+            self._notify(lambda observer: observer.images_recorded(recorded.accepted))
+        for summary in recorded.finished:
+            self._finished(summary)
+        if recorded.finished:
+            await self._sweep_if_full()
 
-    def _finish(self, job: Job) -> None:
-        self._queue.remove(job.job_id)
-        status = self._jobs.finish(job.job_id, datetime.now(UTC))
+    async def _sweep_if_full(self) -> None:
+        if not self._store.needs_sweep:
+            return
+        try:
+            await self._store.sweep()
+        except StoreUnavailable as exc:
+            log.warning("cannot delete old finished jobs", extra={"reason": exc.message})
+
+    def _keep_unsaved(self, batch: list[SettledImage], exc: StoreUnavailable) -> None:
+        first = not self._unsaved
+        self._unsaved = batch
+        if first:
+            log.error(
+                "cannot write settled images; keeping them to retry",
+                extra={"images": len(batch), "reason": exc.message},
+            )
+        if len(batch) > self._unsaved_limit and not self._paused_for_unsaved:
+            self._paused_for_unsaved = True
+            self._queue.pause()
+            log.error(
+                "taking no new work until the job store is back",
+                extra={"unsaved_images": len(batch), "limit": self._unsaved_limit},
+            )
+        if self._unsaved_retry is None and self._task is not None:
+            loop = asyncio.get_running_loop()
+            self._unsaved_retry = loop.call_later(self._unsaved_delay, self._retry_unsaved)
+            self._unsaved_delay = min(self._unsaved_delay * 2, UNSAVED_RETRY_MAX)
+
+    def _retry_unsaved(self) -> None:
+        self._unsaved_retry = None
+        # An empty batch: _record prepends what is unsaved.
+        self._inbox.put_nowait(_Outcomes(()))
+
+    def _store_back(self) -> None:
+        if self._unsaved:
+            log.info(
+                "job store is back; settled images written", extra={"images": len(self._unsaved)}
+            )
+        self._unsaved = []
+        self._unsaved_delay = UNSAVED_RETRY_FIRST
+        if self._paused_for_unsaved:
+            self._paused_for_unsaved = False
+            if self._accepting:
+                self._queue.resume()
+
+    def _finished(self, summary: JobSummary) -> None:
+        self._queue.remove(summary.job_id)
         log.info(
             "job finished",
             extra={
-                "job_id": job.job_id,
-                "status": status.value if status else None,
-                "images": job.total,
-                "failed_images": job.failed,
+                "job_id": summary.job_id,
+                "status": summary.status.value,
+                "images": summary.total,
+                "failed_images": summary.failed,
             },
         )
-        summary = self._jobs.summary(job.job_id)
-        if summary is not None:
-            self._notify(lambda observer: observer.job_finished(summary))
+        self._notify(lambda observer: observer.job_finished(summary))
 
     def _notify(self, event: Callable[[JobObserver], None]) -> None:
         """Tell the observer; its failure is logged and never stops the job's own flow."""
@@ -337,27 +438,41 @@ class JobManager:
         except Exception:
             log.exception("job observer failed")
 
-    def _fail_ongoing(self, reason: str) -> int:
-        failed = 0
-        for job in list(self._jobs.ongoing()):
+    async def _fail_unfinished(self, reason: str) -> int:
+        failure = ImageOutcome.failed(reason, FailureKind.SHUTDOWN)
+        unsettled: list[SettledImage] = []
+        for job in await self._store.unfinished():
             self._queue.remove(job.job_id)
-            unsettled = [
-                (index, ImageOutcome.failed(reason, FailureKind.SHUTDOWN))
-                for index, outcome in enumerate(job.outcomes)
-                if outcome is None
-            ]
-            failed += len(unsettled)
-            self._record(job.job_id, unsettled)
-        if failed:
-            log.warning("failed %d unfinished images: %s", failed, reason)
-        return failed
+            unsettled += [SettledImage(task, failure) for task in job.tasks]
+        if unsettled:
+            await self._record(unsettled)
+            log.warning("failed %d unfinished images: %s", len(unsettled), reason)
+        return len(unsettled)
 
-    def _add_pending(self, delta: int) -> None:
-        self.pending_images += delta
-        if self.pending_images:
-            self._idle.clear()
-        else:
-            self._idle.set()
+
+def _tasks(
+    job_id: int, visits: Sequence[Visit], stores: Sequence[object | None]
+) -> Iterator[ImageTask]:
+    """A new job's images to process, in submission order (unknown stores have none)."""
+    index = 0
+    for visit, store in zip(visits, stores, strict=True):
+        urls = visit.fetch_urls or visit.image_urls
+        if store is not None:
+            for offset, url in enumerate(urls):
+                yield ImageTask(job_id, index + offset, url, visit.store_id)
+        index += len(urls)
+
+
+async def _wait_any(done: Awaitable[object], cut_short: asyncio.Event | None, grace: float) -> None:
+    waits = [asyncio.ensure_future(done)]
+    if cut_short is not None:
+        waits.append(asyncio.ensure_future(cut_short.wait()))
+    try:
+        await asyncio.wait(waits, timeout=grace, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waits:
+            waiter.cancel()
+        await asyncio.gather(*waits, return_exceptions=True)
 
 
 def _fail(message: object, exc: BaseException) -> None:

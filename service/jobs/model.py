@@ -23,7 +23,10 @@ __all__ = [
     "JobSummary",
     "StoreError",
     "Visit",
+    "image_error",
     "normalise_visit_time",
+    "store_error",
+    "unknown_store_error",
 ]
 
 
@@ -132,7 +135,7 @@ class Job:
             outcomes += [_UNKNOWN_STORE] * count
             failure = unknown.get(visit.store_id)
             if failure is None:
-                reason = f"store_id {visit.store_id!r} not found in store master"
+                reason = unknown_store_error(visit.store_id)
                 unknown[visit.store_id] = _StoreFailure(reason, True, starts[-1], count)
             else:
                 failure.images += count
@@ -163,23 +166,25 @@ class Job:
         return len(self.outcomes)
 
     def pending_images(self) -> Iterator[ImageTask]:
-        """Every image whose store is known, in submission order, as pipeline work."""
+        """Every image without an outcome yet, in submission order, as pipeline work."""
         for visit, store, start in zip(self.visits, self.stores, self.visit_starts, strict=True):
-            if store is not None:
-                for offset, url in enumerate(visit.fetch_urls or visit.image_urls):
-                    yield ImageTask(self.job_id, start + offset, url)
+            if store is None:
+                continue
+            for offset, url in enumerate(visit.fetch_urls or visit.image_urls):
+                if self.outcomes[start + offset] is None:
+                    yield ImageTask(self.job_id, start + offset, url, visit.store_id)
 
     def visit_at(self, index: int) -> int:
         return bisect.bisect_right(self.visit_starts, index) - 1
 
-    def record(self, index: int, outcome: ImageOutcome) -> None:
-        """Settle one image. Settling twice, or after the job ended, is ignored."""
+    def record(self, index: int, outcome: ImageOutcome) -> bool:
+        """Settle one image; False when ignored (settled already, or the job has ended)."""
         if self.status.is_terminal or self.outcomes[index] is not None:
-            return
+            return False
         self.outcomes[index] = outcome
         self.done += 1
         if outcome.error is None:
-            return
+            return True
         self.failed += 1
         visit_index = self.visit_at(index)
         visit = self.visits[visit_index]
@@ -188,11 +193,12 @@ class Job:
         # order the downloads happened to finish in.
         if failure is None or index < failure.first_index:
             url = visit.image_urls[index - self.visit_starts[visit_index]]
-            reason = f"image {url} failed: {outcome.error}"
+            reason = image_error(url, outcome.error)
             images = failure.images if failure else 0
             failure = _StoreFailure(reason, False, index, images)
             self._store_failures[visit.store_id] = failure
         failure.images += 1
+        return True
 
     @property
     def all_settled(self) -> bool:
@@ -211,9 +217,7 @@ class Job:
         ordered = sorted(self._store_failures.items(), key=lambda item: self._store_order[item[0]])
         errors = []
         for store_id, failure in ordered:
-            message = failure.first_reason
-            if failure.images > 1 and not failure.unknown_store:
-                message += f" (and {failure.images - 1} more failed images of this store)"
+            message = store_error(failure.first_reason, failure.images, failure.unknown_store)
             errors.append(StoreError(store_id, message))
         return tuple(errors)
 
@@ -258,6 +262,23 @@ class Job:
                 )
             )
         return rows
+
+
+def unknown_store_error(store_id: str) -> str:
+    """A store's entry in a job's error list when the store master lacks it."""
+    return f"store_id {store_id!r} not found in store master"
+
+
+def image_error(url: str, error: str) -> str:
+    """A store's entry in a job's error list: its first failing image in submission order."""
+    return f"image {url} failed: {error}"
+
+
+def store_error(first: str, images: int, unknown_store: bool) -> str:
+    """The error list entry, saying how many more of the store's images failed."""
+    if images > 1 and not unknown_store:
+        return f"{first} (and {images - 1} more failed images of this store)"
+    return first
 
 
 def normalise_visit_time(raw: str) -> str:

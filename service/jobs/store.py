@@ -1,150 +1,120 @@
-"""Where jobs live: the storage interface the job manager talks to, and its in-memory form.
+"""Where jobs live: the ``JobStore`` interface the job manager writes through, and what it returns.
 
-Only the job manager calls a ``JobStore``. A shared store (Redis, Postgres)
-can replace ``InMemoryJobStore`` without touching handlers or the pipeline.
-Finished jobs are kept for a time-to-live and up to a count; an evicted job is
-simply absent, so it answers exactly like one that never existed.
+Three stores implement it: memory (nothing survives a restart), SQLite (one file,
+one process) and PostgreSQL (any number of replicas). Every call is async and
+returns plain values, never a live record: a store's answers are snapshots.
+
+What a durable store promises:
+- ``create`` commits the job, its visits, its images and the store lookups before
+  it returns, so a 201 is never sent for a job a crash could lose;
+- ``record`` commits a batch of outcomes (across jobs) in one transaction, counts
+  each image once, and finishes every job whose last image it records, in that
+  same transaction;
+- a job id is never handed out twice, even once every job has been deleted.
 """
 
 from __future__ import annotations
 
-import math
-import time
-from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
-from service.jobs.model import ImageRow, Job, JobStatus, JobSummary, Visit
-from service.outcomes import ImageOutcome
+from service.jobs.model import ImageRow, JobStatus, JobSummary, Visit
+from service.pipeline.fair_queue import ImageTask
+from service.pipeline.flow import SettledImage
 from service.store_master import Store
 
-__all__ = ["InMemoryJobStore", "JobStore"]
+__all__ = ["CreatedJob", "JobStore", "Recorded", "StoreOpenError", "UnfinishedJob"]
+
+
+class StoreOpenError(Exception):
+    """The store cannot be opened at start (unreachable, locked, schema too new); one line."""
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedJob:
+    """A job as ``create`` committed it."""
+
+    job_id: int
+    total: int
+    # Store id -> images that failed at creation because the store is unknown.
+    unknown_stores: dict[str, int]
+    # Set when nothing was left to process (every store unknown): the job ended at once.
+    finished: JobSummary | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What one ``record`` call committed."""
+
+    # The outcomes it recorded; repeats, and results under a stale claim, are left out.
+    accepted: list[SettledImage] = field(default_factory=list)
+    # Jobs whose last image it recorded, now terminal.
+    finished: list[JobSummary] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class UnfinishedJob:
+    """An ongoing job and its images that have no outcome yet, in submission order."""
+
+    job_id: int
+    tasks: list[ImageTask]
 
 
 class JobStore(Protocol):
-    def create(self, visits: tuple[Visit, ...], stores: tuple[Store | None, ...]) -> Job:
-        """Allocate the next job id and keep the new, ongoing job."""
-
-    def get(self, job_id: int) -> Job | None: ...
-
-    def record(self, job_id: int, settled: Sequence[tuple[int, ImageOutcome]]) -> Job | None:
-        """Store settled images; returns the job, or None when it is gone."""
-
-    def finish(self, job_id: int, at: datetime) -> JobStatus | None:
-        """Move the job to its terminal status, once; returns that status."""
-
-    def summary(self, job_id: int) -> JobSummary | None: ...
-
-    def rows(self, job_id: int, offset: int, limit: int) -> list[ImageRow] | None: ...
-
-    def recent(self, limit: int, status: JobStatus | None = None) -> list[JobSummary]: ...
-
-    def ongoing(self) -> Iterator[Job]:
-        """Every job that has not finished yet."""
-
-    def sweep(self) -> int:
-        """Forget finished jobs past their time-to-live; returns how many."""
-
-
-class InMemoryJobStore:
-    """Jobs in a dict, ids counting up from 1, finished ones evicted by age and count."""
-
-    def __init__(
-        self,
-        *,
-        ttl: float = math.inf,
-        max_finished: int | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._jobs: dict[int, Job] = {}
-        self._last_id = 0
-        self._ttl = ttl
-        self._max_finished = max_finished
-        # A monotonic clock: a wall-clock jump must not evict (or keep) everything.
-        self._clock = clock
-        # job id -> expiry, in finishing order. The TTL is fixed and the clock only
-        # moves forward, so the first entry is always the next to expire.
-        self._expiries: OrderedDict[int, float] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._jobs)
+    @property
+    def durable(self) -> bool:
+        """Whether accepted work survives a restart (not for the memory store)."""
+        ...
 
     @property
-    def finished_count(self) -> int:
-        return len(self._expiries)
+    def description(self) -> str:
+        """Where the store is, safe to show (no password)."""
+        ...
 
-    def create(self, visits: tuple[Visit, ...], stores: tuple[Store | None, ...]) -> Job:
-        self._last_id += 1
-        job = Job.create(self._last_id, visits, stores)
-        self._jobs[job.job_id] = job
-        return job
+    @property
+    def shared(self) -> bool:
+        """Whether replicas share it, and so claim their work through it."""
+        ...
 
-    def get(self, job_id: int) -> Job | None:
-        job = self._jobs.get(job_id)
-        if job is None:
-            return None
-        expiry = self._expiries.get(job_id)
-        # Checked on every read, so an expired job is gone even between sweeps.
-        if expiry is not None and expiry <= self._clock():
-            self._forget(job_id)
-            return None
-        return job
+    async def open(self) -> None:
+        """Connect (waiting up to the connect timeout), lock if needed, migrate the schema."""
 
-    def record(self, job_id: int, settled: Sequence[tuple[int, ImageOutcome]]) -> Job | None:
-        job = self._jobs.get(job_id)
-        if job is not None:
-            for index, outcome in settled:
-                job.record(index, outcome)
-        return job
+    async def close(self) -> None: ...
 
-    def finish(self, job_id: int, at: datetime) -> JobStatus | None:
-        job = self._jobs.get(job_id)
-        if job is None:
-            return None
-        if not job.status.is_terminal:
-            job.finish(at)
-            self._expiries[job_id] = self._clock() + self._ttl
-            if self._max_finished is not None:
-                while len(self._expiries) > self._max_finished:
-                    oldest, _ = self._expiries.popitem(last=False)
-                    self._jobs.pop(oldest, None)
-        return job.status
+    async def problem(self) -> str | None:
+        """Why the store cannot serve right now (readiness), or None."""
 
-    def summary(self, job_id: int) -> JobSummary | None:
-        job = self.get(job_id)
-        return job.summary() if job else None
+    def pending_images(self) -> int:
+        """Images of ongoing jobs without an outcome, as this process knows them."""
+        ...
 
-    def rows(self, job_id: int, offset: int, limit: int) -> list[ImageRow] | None:
-        job = self.get(job_id)
-        return job.rows(offset, limit) if job else None
+    @property
+    def needs_sweep(self) -> bool:
+        """More finished jobs are kept than ``max_finished_jobs``: sweep now, not later."""
+        ...
 
-    def recent(self, limit: int, status: JobStatus | None = None) -> list[JobSummary]:
-        self.sweep()
-        found: list[JobSummary] = []
-        # Dicts keep insertion order and ids only grow, so reversed() is newest first.
-        for job in reversed(self._jobs.values()):
-            if status is None or job.status is status:
-                found.append(job.summary())
-                if len(found) >= limit:
-                    break
-        return found
+    async def create(
+        self, visits: Sequence[Visit], stores: Sequence[Store | None], *, max_pending: int
+    ) -> CreatedJob:
+        """Commit a new job; ``Overloaded`` if it would take pending images past ``max_pending``."""
 
-    def _forget(self, job_id: int) -> None:
-        self._jobs.pop(job_id, None)
-        self._expiries.pop(job_id, None)
+    async def record(self, settled: Sequence[SettledImage]) -> Recorded: ...
 
-    def ongoing(self) -> Iterator[Job]:
-        # O(jobs), and only called at shutdown.
-        return (job for job in list(self._jobs.values()) if not job.status.is_terminal)
+    async def unfinished(self) -> list[UnfinishedJob]:
+        """Every ongoing job this process should work on, with its images still to do."""
 
-    def sweep(self) -> int:
-        now = self._clock()
-        evicted = 0
-        while self._expiries:
-            job_id, expiry = next(iter(self._expiries.items()))
-            if expiry > now:
-                break
-            self._forget(job_id)
-            evicted += 1
-        return evicted
+    async def summary(self, job_id: int) -> JobSummary | None: ...
+
+    async def rows(
+        self, job_id: int, offset: int, limit: int
+    ) -> tuple[JobSummary, list[ImageRow]] | None:
+        """A page of a job's results in submission order, from image ``offset``."""
+
+    async def recent(
+        self, limit: int, status: JobStatus | None = None, before: int | None = None
+    ) -> list[JobSummary]:
+        """Jobs newest first, optionally of one status, with ids below ``before``."""
+
+    async def sweep(self) -> int:
+        """Delete finished jobs past their time-to-live or beyond the count; returns how many."""

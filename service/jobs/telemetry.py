@@ -5,9 +5,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from service.jobs.model import Job, JobSummary
+from service.jobs.model import JobSummary
+from service.jobs.store import CreatedJob
 from service.metrics import Metrics, failure_label
-from service.outcomes import UNKNOWN_STORE_REASON, FailureKind, ImageOutcome
+from service.outcomes import UNKNOWN_STORE_REASON, FailureKind
+from service.pipeline.flow import SettledImage
+from service.url_credentials import mask_credentials
 
 __all__ = ["JobTelemetry"]
 
@@ -18,55 +21,49 @@ class JobTelemetry:
     """A ``JobObserver``: counts jobs and images, and logs every failed image.
 
     It runs inside the job manager actor, so it only does cheap, synchronous work:
-    counters are bumped once per settled batch, not once per image.
+    counters are bumped once per recorded batch, not once per image.
     """
 
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
 
-    def job_created(self, job: Job) -> None:
+    def job_created(self, created: CreatedJob) -> None:
         self._metrics.jobs_submitted.inc()
         # An unknown store's images fail as the job is created, never fetched: one
         # line per store, not per image.
-        unknown = job.unknown_store_images()
-        for store_id, images in unknown.items():
+        for store_id, images in created.unknown_stores.items():
             log.info(
                 "images of an unknown store failed",
                 extra={
-                    "job_id": job.job_id,
+                    "job_id": created.job_id,
                     "store_id": store_id,
                     "images": images,
                     "reason": UNKNOWN_STORE_REASON,
                     "kind": FailureKind.UNKNOWN_STORE.value,
                 },
             )
-        failed = sum(unknown.values())
+        failed = sum(created.unknown_stores.values())
         if failed:
+            label = failure_label(FailureKind.UNKNOWN_STORE, UNKNOWN_STORE_REASON)
             self._metrics.images_processed.labels("failed").inc(failed)
-            self._metrics.image_failures.labels(failure_label(FailureKind.UNKNOWN_STORE, "")).inc(
-                failed
-            )
+            self._metrics.image_failures.labels(label).inc(failed)
 
-    def images_settled(self, job: Job, settled: Sequence[tuple[int, ImageOutcome]]) -> None:
+    def images_recorded(self, recorded: Sequence[SettledImage]) -> None:
         measured = 0
         failures: dict[str, int] = {}
-        for index, outcome in settled:
-            if job.outcomes[index] is not outcome:
-                continue  # a repeated report the job ignored
+        for task, outcome in recorded:
             if outcome.error is None:
                 measured += 1
                 continue
             kind = outcome.kind or FailureKind.INTERNAL
             label = failure_label(kind, outcome.error)
             failures[label] = failures.get(label, 0) + 1
-            visit_index = job.visit_at(index)
-            visit = job.visits[visit_index]
             log.info(
                 "image failed",
                 extra={
-                    "job_id": job.job_id,
-                    "store_id": visit.store_id,
-                    "url": visit.image_urls[index - job.visit_starts[visit_index]],
+                    "job_id": task.job_id,
+                    "store_id": task.store_id,
+                    "url": mask_credentials(task.url),
                     "reason": outcome.error,
                     "kind": kind.value,
                 },

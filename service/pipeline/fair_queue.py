@@ -9,6 +9,7 @@ comes back ahead of new work: it has waited already.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -19,11 +20,17 @@ __all__ = ["FairQueue", "ImageTask", "WorkSource"]
 
 @dataclass(frozen=True, slots=True)
 class ImageTask:
-    """One image to process: its job, its position in the job, where to fetch it, which try."""
+    """One image to process: its job, its position in the job, where to fetch it, which try.
+
+    ``store_id`` labels log lines. ``claim`` is the token of the claim a replica holds on
+    the image in a shared store (0 otherwise): a result under a stale claim is ignored.
+    """
 
     job_id: int
     index: int
     url: str
+    store_id: str = ""
+    claim: int = 0
     attempt: int = 1
 
     def next_attempt(self) -> ImageTask:
@@ -46,6 +53,12 @@ class WorkSource(Protocol):
         """Hand ``task`` out again after ``delay`` seconds, unless its job is removed first."""
         ...
 
+    def pause(self) -> None:
+        """Hand out nothing until ``resume``."""
+        ...
+
+    def resume(self) -> None: ...
+
 
 @dataclass(eq=False, slots=True)
 class _JobWork:
@@ -53,6 +66,8 @@ class _JobWork:
     tasks: Iterator[ImageTask]
     remaining: int
     backoffs: set[asyncio.TimerHandle] = field(default_factory=set)
+    # Whether it has a place in the turns (it leaves once its images are handed out).
+    taking_turns: bool = False
 
 
 class FairQueue:
@@ -65,6 +80,7 @@ class FairQueue:
         self._jobs: dict[int, _JobWork] = {}
         self._retries: deque[ImageTask] = deque()
         self._backing_off = 0
+        self._paused = False
         self._wakeup = asyncio.Event()
 
     @property
@@ -73,9 +89,16 @@ class FairQueue:
         return fresh + len(self._retries) + self._backing_off
 
     def add(self, job_id: int, tasks: Iterator[ImageTask], count: int) -> None:
-        work = _JobWork(job_id, tasks, count)
-        self._jobs[job_id] = work
-        self._turns.append(work)
+        """Queue ``count`` images of a job; more of a job already queued join the end."""
+        work = self._jobs.get(job_id)
+        if work is None:
+            work = self._jobs[job_id] = _JobWork(job_id, tasks, count)
+        else:
+            work.tasks = itertools.chain(work.tasks, tasks)
+            work.remaining += count
+        if not work.taking_turns:
+            work.taking_turns = True
+            self._turns.append(work)
         self._wakeup.set()
 
     def remove(self, job_id: int) -> None:
@@ -93,7 +116,8 @@ class FairQueue:
         work.backoffs.clear()
         work.remaining = 0
         self._retries = deque(task for task in self._retries if task.job_id != job_id)
-        if work in self._turns:
+        if work.taking_turns:
+            work.taking_turns = False
             self._turns.remove(work)
 
     def retry_later(self, task: ImageTask, delay: float) -> None:
@@ -112,8 +136,20 @@ class FairQueue:
         work.backoffs.add(timer)
         self._backing_off += 1
 
+    def pause(self) -> None:
+        """Hand out nothing until ``resume``: shutting down, or the store cannot keep up."""
+        self._paused = True
+
+    def resume(self) -> None:
+        self._paused = False
+        self._wakeup.set()
+
     async def next(self) -> ImageTask:
         while True:
+            if self._paused:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
             if self._retries:
                 return self._retries.popleft()
             while self._turns:
@@ -121,7 +157,9 @@ class FairQueue:
                 task = next(work.tasks, None)
                 if task is None:
                     # Handed out in full: let go of the generator and what it holds.
-                    self._turns.popleft().tasks = iter(())
+                    work.tasks = iter(())
+                    work.taking_turns = False
+                    self._turns.popleft()
                     continue
                 work.remaining -= 1
                 self._turns.rotate(-1)
@@ -129,7 +167,7 @@ class FairQueue:
             self._wakeup.clear()
             await self._wakeup.wait()
 
-    def close(self) -> None:
+    async def close(self) -> None:
         for work in self._jobs.values():
             for timer in work.backoffs:
                 timer.cancel()

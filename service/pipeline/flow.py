@@ -105,6 +105,8 @@ class Pipeline:
         self._gpu_waits: dict[float, tuple[Any, list[SettledImage]]] = {}
         self._to_report: list[SettledImage] = []
         self._report_scheduled = False
+        self._idle = asyncio.Event()
+        self._idle.set()
         self.in_flight = 0
 
     @property
@@ -129,6 +131,21 @@ class Pipeline:
             timer.cancel()
         self._gpu_waits.clear()
 
+    @property
+    def idle(self) -> bool:
+        """Nothing in flight, waiting out the GPU delay, or about to be reported."""
+        return not (self.in_flight or self._gpu_waits or self._to_report)
+
+    async def wait_idle(self) -> None:
+        """Return once ``idle``; the work source should be paused first (shutdown)."""
+        while not self.idle:
+            self._idle.clear()
+            await self._idle.wait()
+
+    def _maybe_idle(self) -> None:
+        if self.idle:
+            self._idle.set()
+
     # -- the workers -------------------------------------------------------
 
     async def _work(self) -> None:
@@ -141,6 +158,7 @@ class Pipeline:
                 self.in_flight -= 1
             if isinstance(outcome, RetryLater):
                 self._source.retry_later(task.next_attempt(), outcome.delay)
+                self._maybe_idle()
             elif outcome.error is None:
                 self._wait_gpu(task, outcome)
             else:
@@ -204,3 +222,4 @@ class Pipeline:
         self._report_scheduled = False
         settled, self._to_report = self._to_report, []
         self._sink.settle(settled)
+        self._maybe_idle()

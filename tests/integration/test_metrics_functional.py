@@ -111,10 +111,10 @@ async def test_in_flight_and_queued_gauges_read_the_pipeline(
 
 
 async def test_each_app_has_its_own_registry(
-    make_client: Callable[..., Any], settings: Settings, image_host: ImageHost
+    make_client: Callable[..., Any], make_settings: Callable[..., Settings], image_host: ImageHost
 ) -> None:
-    first = await make_client(settings)
-    second = await make_client(settings)
+    first = await make_client(make_settings())
+    second = await make_client(make_settings())
     job_id = await submit(first, visit("S00339218", image_host.url("/img/3x3.jpg")))
     await wait_for_status(first, job_id)
     assert value(await scrape(first), "retail_pulse_jobs_submitted_total") == 1

@@ -43,6 +43,7 @@ async def serve_one_job(
             "RP_ALLOW_PRIVATE_NETWORKS": "true",
             # One attempt: the 404 is final anyway, this keeps the run short.
             "RP_RETRY_ATTEMPTS": "1",
+            "RP_DATABASE_URL": f"sqlite:///{log_file.with_suffix('.db')}",
         },
         **env,
     )

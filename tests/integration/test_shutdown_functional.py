@@ -72,7 +72,9 @@ async def _submit_until_refused(session: aiohttp.ClientSession, url: str) -> Non
 async def test_sigterm_drains_running_jobs_refuses_new_ones_and_exits_cleanly(
     start_service: Callable[..., Any], image_host: ImageHost
 ) -> None:
-    service: ServiceProcess = await start_service(shutdown_grace="4")
+    # The memory store: what the grace period cannot finish is failed, since no
+    # later start would resume it.
+    service: ServiceProcess = await start_service(shutdown_grace="4", database_url="memory")
     workers = descendants(service.process.pid)
     assert workers, "the pool's worker processes should be running"
     async with aiohttp.ClientSession(service.base_url) as session:
@@ -106,11 +108,13 @@ async def test_sigterm_drains_running_jobs_refuses_new_ones_and_exits_cleanly(
     assert await wait_until_gone(workers) == set()
 
 
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
 async def test_second_signal_cuts_the_grace_short(
-    start_service: Callable[..., Any], image_host: ImageHost
+    start_service: Callable[..., Any], image_host: ImageHost, store: str, tmp_path: Path
 ) -> None:
     # A grace far beyond the stop deadline: only the second signal can end it in time.
-    service: ServiceProcess = await start_service(shutdown_grace="300")
+    database_url = "memory" if store == "memory" else f"sqlite:///{tmp_path / 'jobs.db'}"
+    service: ServiceProcess = await start_service(shutdown_grace="300", database_url=database_url)
     workers = descendants(service.process.pid)
     async with aiohttp.ClientSession(service.base_url) as session:
         stuck = image_host.url("/slow/120/6x4.png")
@@ -121,11 +125,51 @@ async def test_second_signal_cuts_the_grace_short(
     code, _, stderr = await asyncio.to_thread(service.stop)
     assert code == 0, stderr
     assert "Traceback" not in stderr
-    assert SHUT_DOWN_REASON_LOG.search(stderr)
+    # Only the memory store fails the image; a durable one keeps it queued.
+    assert bool(SHUT_DOWN_REASON_LOG.search(stderr)) is (store == "memory")
     assert await wait_until_gone(workers) == set()
 
 
-def test_port_in_use_is_a_one_line_error(stores_csv: Path) -> None:
+async def test_sigterm_with_a_durable_store_leaves_unfinished_work_for_the_next_start(
+    start_service: Callable[..., Any], image_host: ImageHost, tmp_path: Path
+) -> None:
+    database_url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    service: ServiceProcess = await start_service(shutdown_grace="1", database_url=database_url)
+    async with aiohttp.ClientSession(service.base_url) as session:
+        # Held by the image host until the test releases it: never done in this run.
+        held_id = await submit(session, visit("RP00001", image_host.url("/hold/6x4.png")))
+        await eventually_requested(image_host, "/hold/6x4.png")
+        service.process.send_signal(signal.SIGTERM)
+        await _submit_until_refused(session, image_host.url("/img/6x4.png"))
+    code, _, stderr = await asyncio.to_thread(service.stop)
+    assert code == 0, stderr
+    assert "Traceback" not in stderr
+    assert not SHUT_DOWN_REASON_LOG.search(stderr)
+
+    # The next start resumes the job; new ids keep counting up.
+    image_host.release()
+    again: ServiceProcess = await start_service(database_url=database_url)
+    async with aiohttp.ClientSession(again.base_url) as session:
+        deadline = time.monotonic() + 30
+        while True:
+            async with session.get("/api/status", params={"jobid": str(held_id)}) as response:
+                assert response.status == 200
+                if (await response.json())["status"] == "completed":
+                    break
+            assert time.monotonic() < deadline, "the resumed job never completed"
+            await asyncio.sleep(0.05)
+        later = await submit(session, visit("RP00001", image_host.url("/img/6x4.png")))
+        assert later > held_id
+
+
+async def eventually_requested(image_host: ImageHost, path: str) -> None:
+    deadline = time.monotonic() + 10
+    while path not in image_host.requests:
+        assert time.monotonic() < deadline, f"{path} was never requested"
+        await asyncio.sleep(0.02)
+
+
+def test_port_in_use_is_a_one_line_error(stores_csv: Path, tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -140,11 +184,13 @@ def test_port_in_use_is_a_one_line_error(stores_csv: Path) -> None:
                 "RP_PORT": str(port),
                 "RP_STORES": str(stores_csv),
                 "RP_WORKERS": "1",
+                "RP_DATABASE_URL": f"sqlite:///{tmp_path / 'jobs.db'}",
             },
             capture_output=True,
             text=True,
             timeout=60,
         )
     assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
+    # Log records before it (the store's schema migrated) are JSON; the error is one line.
+    lines = [line for line in result.stderr.strip().splitlines() if not line.startswith("{")]
     assert lines == [f"retail-pulse: cannot listen on 127.0.0.1:{port}: Address already in use"]

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -100,6 +101,9 @@ class ServiceProcess:
         full_env.update({"RP_HOST": "127.0.0.1", "RP_PORT": str(self.port)})
         # Test image hosts are on loopback, which the address policy refuses by default.
         full_env["RP_ALLOW_PRIVATE_NETWORKS"] = "true"
+        # A job store of its own, never the checkout's ./retail-pulse.db.
+        self.scratch = Path(tempfile.mkdtemp(prefix="rp-service-"))
+        full_env["RP_DATABASE_URL"] = f"sqlite:///{self.scratch / 'jobs.db'}"
         full_env.update(env)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "service", *(args or [])],

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
 
 import pytest
 
 from service.config import Settings
 from service.errors import Overloaded, ShuttingDown
 from service.jobs.manager import JobManager
-from service.jobs.model import Job, JobStatus, JobSummary, Visit
-from service.jobs.store import InMemoryJobStore
+from service.jobs.memory_store import MemoryJobStore
+from service.jobs.model import JobStatus, JobSummary, Visit
+from service.jobs.sqlite_store import SqliteJobStore
+from service.jobs.store import CreatedJob, JobStore
 from service.outcomes import SHUTDOWN_REASON, FailureKind, ImageOutcome
 from service.pipeline.fair_queue import ImageTask
 from service.pipeline.flow import SettledImage
@@ -27,6 +30,7 @@ class RecordingQueue:
     def __init__(self) -> None:
         self.tasks: dict[int, list[ImageTask]] = {}
         self.removed: list[int] = []
+        self.paused = False
 
     def add(self, job_id: int, tasks: Iterator[ImageTask], count: int) -> None:
         self.tasks[job_id] = list(tasks)
@@ -35,18 +39,23 @@ class RecordingQueue:
     def remove(self, job_id: int) -> None:
         self.removed.append(job_id)
 
+    def pause(self) -> None:
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
+
 
 class CountingObserver:
     def __init__(self) -> None:
         self.finished: list[JobSummary] = []
         self.settled = 0
 
-    def job_created(self, job: Job) -> None:
+    def job_created(self, created: CreatedJob) -> None:
         pass
 
-    def images_settled(self, job: Job, settled: Sequence[tuple[int, ImageOutcome]]) -> None:
-        # A repeated report is passed on too; the job's own record tells it apart.
-        self.settled += sum(job.outcomes[index] is outcome for index, outcome in settled)
+    def images_recorded(self, recorded: Sequence[SettledImage]) -> None:
+        self.settled += len(recorded)
 
     def job_finished(self, summary: JobSummary) -> None:
         self.finished.append(summary)
@@ -58,11 +67,11 @@ class BrokenObserver:
     def __init__(self) -> None:
         self.calls = 0
 
-    def job_created(self, job: Job) -> None:
+    def job_created(self, created: CreatedJob) -> None:
         self.calls += 1
         raise RuntimeError("observer bug")
 
-    def images_settled(self, job: Job, settled: Sequence[tuple[int, ImageOutcome]]) -> None:
+    def images_recorded(self, recorded: Sequence[SettledImage]) -> None:
         self.calls += 1
         raise RuntimeError("observer bug")
 
@@ -89,14 +98,31 @@ def observer() -> CountingObserver:
     return CountingObserver()
 
 
+@pytest.fixture(params=["memory", "sqlite"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[JobStore]:
+    """Each actor test runs against both kinds of local store."""
+    store: JobStore
+    if request.param == "memory":
+        store = MemoryJobStore()
+    else:
+        store = SqliteJobStore(tmp_path / "jobs.db", ttl=3600.0, max_finished=100)
+    await store.open()
+    yield store
+    await store.close()
+
+
 @pytest.fixture
-async def manager(queue: RecordingQueue, observer: CountingObserver) -> AsyncIterator[JobManager]:
-    manager = JobManager(
-        InMemoryJobStore(), MASTER, queue, Settings(max_images_per_job=5).jobs, observer=observer
-    )
-    manager.start()
+async def manager(
+    store: JobStore, queue: RecordingQueue, observer: CountingObserver
+) -> AsyncIterator[JobManager]:
+    manager = JobManager(store, MASTER, queue, Settings().jobs, observer=observer)
+    await manager.start()
     yield manager
     await manager.close()
+
+
+async def nothing_in_flight() -> None:
+    pass
 
 
 async def status(manager: JobManager, job_id: int) -> JobSummary:
@@ -105,14 +131,15 @@ async def status(manager: JobManager, job_id: int) -> JobSummary:
     return found[0]
 
 
-async def test_settles_sent_before_a_question_are_in_its_answer(
+async def test_a_flush_returns_once_every_earlier_report_is_committed(
     manager: JobManager, queue: RecordingQueue
 ) -> None:
     job_id = await manager.submit([visit("http://a/1", "http://a/2", "http://a/3")])
     tasks = queue.tasks[job_id]
     manager.settle(settled(tasks[:1]))
     manager.settle(settled(tasks[1:2]))
-    # The question waits behind both reports in the inbox: it sees both.
+    # A flush waits behind both reports in the inbox: both are committed after it.
+    await manager.flush()
     summary = await status(manager, job_id)
     assert (summary.done, summary.status) == (2, JobStatus.ONGOING)
     assert manager.pending_images == 1
@@ -127,6 +154,7 @@ async def test_a_job_finishes_once_however_often_its_images_are_reported(
     manager.settle(settled(tasks[:1], failure))
     manager.settle(settled(tasks))  # the first image again, now measured
     manager.settle(settled(tasks))  # after the job ended
+    await manager.flush()
     summary = await status(manager, job_id)
     assert (summary.status, summary.done, summary.failed) == (JobStatus.FAILED, 2, 1)
     assert [finished.job_id for finished in observer.finished] == [job_id]
@@ -136,11 +164,11 @@ async def test_a_job_finishes_once_however_often_its_images_are_reported(
 
 
 async def test_admission_is_checked_again_inside_the_actor(
-    queue: RecordingQueue, observer: CountingObserver
+    store: JobStore, queue: RecordingQueue, observer: CountingObserver
 ) -> None:
     settings = Settings(max_images_per_job=3, max_pending_images=4).jobs
-    manager = JobManager(InMemoryJobStore(), MASTER, queue, settings, observer=observer)
-    manager.start()
+    manager = JobManager(store, MASTER, queue, settings, observer=observer)
+    await manager.start()
     try:
         urls = ("http://a/1", "http://a/2", "http://a/3")
         # Both pass the early check (nothing pending yet); only one fits under the cap.
@@ -157,15 +185,23 @@ async def test_admission_is_checked_again_inside_the_actor(
 
 
 async def test_drain_fails_what_is_left_as_shutdown_and_close_refuses_new_work(
-    manager: JobManager, queue: RecordingQueue
+    manager: JobManager, queue: RecordingQueue, store: JobStore
 ) -> None:
     job_id = await manager.submit([visit("http://a/1", "http://a/2")])
     manager.settle(settled(queue.tasks[job_id][:1]))
-    failed = await manager.drain(grace=0)
-    assert failed == 1
+    failed = await manager.drain(0, nothing_in_flight)
+    assert queue.paused
     summary = await status(manager, job_id)
-    assert (summary.status, summary.failed) == (JobStatus.FAILED, 1)
-    assert summary.errors[0].error.endswith(SHUTDOWN_REASON)
+    if store.durable:
+        # Left queued for the next start, never failed as "shutting down".
+        assert failed == 0
+        assert (summary.status, summary.done) == (JobStatus.ONGOING, 1)
+        unfinished = await store.unfinished()
+        assert [task.index for job in unfinished for task in job.tasks] == [1]
+    else:
+        assert failed == 1
+        assert (summary.status, summary.failed) == (JobStatus.FAILED, 1)
+        assert summary.errors[0].error.endswith(SHUTDOWN_REASON)
     with pytest.raises(ShuttingDown):
         manager.check_admission()
     await manager.close()
@@ -175,13 +211,16 @@ async def test_drain_fails_what_is_left_as_shutdown_and_close_refuses_new_work(
         await manager.summary(job_id)
 
 
-async def test_a_failing_observer_never_leaves_a_job_ongoing(queue: RecordingQueue) -> None:
+async def test_a_failing_observer_never_leaves_a_job_ongoing(
+    store: JobStore, queue: RecordingQueue
+) -> None:
     observer = BrokenObserver()
-    manager = JobManager(InMemoryJobStore(), MASTER, queue, Settings().jobs, observer=observer)
-    manager.start()
+    manager = JobManager(store, MASTER, queue, Settings().jobs, observer=observer)
+    await manager.start()
     try:
         job_id = await manager.submit([visit("http://a/1", "http://a/2")])
         manager.settle(settled(queue.tasks[job_id]))
+        await manager.flush()
         summary = await status(manager, job_id)
         assert summary.status is JobStatus.COMPLETED
         assert observer.calls == 3

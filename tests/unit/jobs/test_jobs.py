@@ -29,16 +29,16 @@ def test_flat_indexes_follow_submission_order() -> None:
     job = make_job(Visit("S1", "t", ("a", "b")), Visit("S2", "t", ("c",)))
     assert job.total == 3
     assert list(job.pending_images()) == [
-        ImageTask(1, 0, "a"),
-        ImageTask(1, 1, "b"),
-        ImageTask(1, 2, "c"),
+        ImageTask(1, 0, "a", "S1"),
+        ImageTask(1, 1, "b", "S1"),
+        ImageTask(1, 2, "c", "S2"),
     ]
     assert [job.visit_at(index) for index in range(3)] == [0, 0, 1]
 
 
 def test_unknown_store_images_are_not_pending() -> None:
     job = Job.create(1, (Visit("S1", "t", ("a",)), Visit("X", "t", ("b",))), (KNOWN, None))
-    assert list(job.pending_images()) == [ImageTask(1, 0, "a")]
+    assert list(job.pending_images()) == [ImageTask(1, 0, "a", "S1")]
 
 
 def test_unknown_store_images_fail_as_the_job_is_created() -> None:

@@ -82,6 +82,31 @@ async def test_close_cancels_pending_backoffs() -> None:
     queue = FairQueue()
     add(queue, 1, 1)
     queue.retry_later((await queue.next()).next_attempt(), 0.01)
-    queue.close()
+    await queue.close()
     await asyncio.sleep(0.05)
     assert not queue._retries
+
+
+async def test_more_images_of_a_queued_job_join_its_turns() -> None:
+    queue = FairQueue()
+    add(queue, 1, 1)
+    add(queue, 2, 1)
+    queue.add(1, iter([ImageTask(1, 5, "job1/5")]), 1)  # a second claim of job 1
+    assert queue.queued_images == 3
+    order = [(task.job_id, task.index) for task in [await queue.next() for _ in range(3)]]
+    assert order == [(1, 0), (2, 0), (1, 5)]
+    queue.add(2, iter([ImageTask(2, 9, "job2/9")]), 1)  # job 2 had left the turns
+    assert await queue.next() == ImageTask(2, 9, "job2/9")
+    queue.remove(1)
+    assert queue.queued_images == 0
+
+
+async def test_a_paused_queue_hands_out_nothing_until_resumed() -> None:
+    queue = FairQueue()
+    add(queue, 1, 1)
+    queue.pause()
+    waiter = asyncio.create_task(queue.next())
+    await asyncio.sleep(0.02)
+    assert not waiter.done()
+    queue.resume()
+    assert (await asyncio.wait_for(waiter, 5)).job_id == 1

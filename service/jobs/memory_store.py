@@ -1,0 +1,167 @@
+"""The memory job store: jobs in a dict, gone with the process. For tests and benchmarks.
+
+Ids count up from 1 on every start, and a restart loses every job: it says so
+in ``/readyz`` and at start. Finished jobs are kept for a time-to-live and up to
+a count; an evicted job is simply absent, so it answers like one never issued.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+from service.errors import Overloaded
+from service.jobs.model import ImageRow, Job, JobStatus, JobSummary, Visit
+from service.jobs.store import CreatedJob, Recorded, UnfinishedJob
+from service.pipeline.flow import SettledImage
+from service.store_master import Store
+
+__all__ = ["MemoryJobStore", "overloaded"]
+
+
+def overloaded(pending: int, adds: int, limit: int) -> Overloaded:
+    """The refusal of a job that would take pending images past ``limit`` (``adds`` 0:
+    refused before its size is known)."""
+    job = f", this job adds {adds}" if adds else ""
+    return Overloaded(
+        f"service is busy: {pending} images pending{job}, the limit is {limit}; retry later"
+    )
+
+
+class MemoryJobStore:
+    durable = False
+    shared = False
+    # Finished jobs past the count are evicted as they finish.
+    needs_sweep = False
+    description = "memory (nothing survives a restart)"
+
+    def __init__(
+        self,
+        *,
+        ttl: float = math.inf,
+        max_finished: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._jobs: dict[int, Job] = {}
+        self._last_id = 0
+        self._pending = 0
+        self._ttl = ttl
+        self._max_finished = max_finished
+        # A monotonic clock: a wall-clock jump must not evict (or keep) everything.
+        self._clock = clock
+        # job id -> expiry, in finishing order. The TTL is fixed and the clock only
+        # moves forward, so the first entry is always the next to expire.
+        self._expiries: OrderedDict[int, float] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    async def open(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    async def problem(self) -> str | None:
+        return None
+
+    def pending_images(self) -> int:
+        return self._pending
+
+    async def create(
+        self, visits: Sequence[Visit], stores: Sequence[Store | None], *, max_pending: int
+    ) -> CreatedJob:
+        images = sum(len(visit.image_urls) for visit in visits)
+        if self._pending + images > max_pending:
+            raise overloaded(self._pending, images, max_pending)
+        self._last_id += 1
+        job = Job.create(self._last_id, tuple(visits), tuple(stores))
+        self._jobs[job.job_id] = job
+        self._pending += job.total - job.done
+        finished = self._finish(job) if job.all_settled else None
+        return CreatedJob(job.job_id, job.total, job.unknown_store_images(), finished)
+
+    async def record(self, settled: Sequence[SettledImage]) -> Recorded:
+        recorded = Recorded()
+        touched: dict[int, Job] = {}
+        for image in settled:
+            job = self._jobs.get(image.task.job_id)
+            if job is not None and job.record(image.task.index, image.outcome):
+                recorded.accepted.append(image)
+                touched[job.job_id] = job
+        self._pending -= len(recorded.accepted)
+        for job in touched.values():
+            if job.all_settled:
+                recorded.finished.append(self._finish(job))
+        return recorded
+
+    def _finish(self, job: Job) -> JobSummary:
+        job.finish(datetime.now(UTC))
+        self._expiries[job.job_id] = self._clock() + self._ttl
+        if self._max_finished is not None:
+            while len(self._expiries) > self._max_finished:
+                oldest, _ = self._expiries.popitem(last=False)
+                self._jobs.pop(oldest, None)
+        return job.summary()
+
+    async def unfinished(self) -> list[UnfinishedJob]:
+        # O(jobs): called at start (nothing to find) and at shutdown.
+        return [
+            UnfinishedJob(job.job_id, list(job.pending_images()))
+            for job in self._jobs.values()
+            if not job.status.is_terminal
+        ]
+
+    def _get(self, job_id: int) -> Job | None:
+        job = self._jobs.get(job_id)
+        if job is None:
+            return None
+        expiry = self._expiries.get(job_id)
+        # Checked on every read, so an expired job is gone even between sweeps.
+        if expiry is not None and expiry <= self._clock():
+            self._forget(job_id)
+            return None
+        return job
+
+    async def summary(self, job_id: int) -> JobSummary | None:
+        job = self._get(job_id)
+        return job.summary() if job else None
+
+    async def rows(
+        self, job_id: int, offset: int, limit: int
+    ) -> tuple[JobSummary, list[ImageRow]] | None:
+        job = self._get(job_id)
+        return (job.summary(), job.rows(offset, limit)) if job else None
+
+    async def recent(
+        self, limit: int, status: JobStatus | None = None, before: int | None = None
+    ) -> list[JobSummary]:
+        await self.sweep()
+        found: list[JobSummary] = []
+        # Dicts keep insertion order and ids only grow, so reversed() is newest first.
+        for job in reversed(self._jobs.values()):
+            if before is not None and job.job_id >= before:
+                continue
+            if status is None or job.status is status:
+                found.append(job.summary())
+                if len(found) >= limit:
+                    break
+        return found
+
+    def _forget(self, job_id: int) -> None:
+        self._jobs.pop(job_id, None)
+        self._expiries.pop(job_id, None)
+
+    async def sweep(self) -> int:
+        now = self._clock()
+        evicted = 0
+        while self._expiries:
+            job_id, expiry = next(iter(self._expiries.items()))
+            if expiry > now:
+                break
+            self._forget(job_id)
+            evicted += 1
+        return evicted

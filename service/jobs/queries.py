@@ -1,0 +1,101 @@
+"""The SQL both database stores share, written once with ``?`` placeholders, and the row
+converters. PostgreSQL numbers its placeholders: ``numbered`` rewrites them."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from service.jobs.model import ImageRow, JobStatus, JobSummary, StoreError
+
+__all__ = [
+    "CLAIMED",
+    "JOB_ERRORS",
+    "JOB_SUMMARY",
+    "QUEUED",
+    "RESULT_ROWS",
+    "SETTLED",
+    "SUMMARY_COLUMNS",
+    "errors_json",
+    "image_row",
+    "moment",
+    "numbered",
+    "summary",
+]
+
+QUEUED, CLAIMED, SETTLED = 0, 1, 2
+
+SUMMARY_COLUMNS = "id, status, created_at, finished_at, total, done, failed, errors"
+
+JOB_SUMMARY = f"SELECT {SUMMARY_COLUMNS} FROM jobs WHERE id = ?"
+
+# One page of results: a range of the images' primary key, never an OFFSET scan.
+RESULT_ROWS = (
+    "SELECT v.store_id, v.store_name, v.area_code, v.visit_time, i.url, "
+    "i.width, i.height, i.error FROM images i "
+    "JOIN visits v ON v.job_id = i.job_id AND v.position = i.visit "
+    "WHERE i.job_id = ? AND i.idx >= ? ORDER BY i.idx LIMIT ?"
+)
+
+# The error list's entries, in the order of each store's first visit.
+JOB_ERRORS = (
+    "SELECT store_id, reason, images, unknown_store FROM store_failures "
+    "WHERE job_id = ? ORDER BY store_rank"
+)
+
+_PLACEHOLDER = re.compile(r"\?")
+
+
+def numbered(sql: str) -> str:
+    """``?`` placeholders as PostgreSQL's ``$1, $2, ...`` (none of our SQL quotes a ``?``)."""
+    count = 0
+
+    def next_number(_: re.Match[str]) -> str:
+        nonlocal count
+        count += 1
+        return f"${count}"
+
+    return _PLACEHOLDER.sub(next_number, sql)
+
+
+def moment(seconds: float) -> datetime:
+    """Unix seconds as an aware UTC datetime."""
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def summary(row: Sequence[Any]) -> JobSummary:
+    """A ``SUMMARY_COLUMNS`` row as a summary (``errors`` may be NULL: an empty list)."""
+    job_id, status, created_at, finished_at, total, done, failed, errors = row
+    return JobSummary(
+        job_id=job_id,
+        status=JobStatus(status),
+        created_at=moment(created_at),
+        finished_at=None if finished_at is None else moment(finished_at),
+        total=total,
+        done=done,
+        failed=failed,
+        errors=tuple(StoreError(store, message) for store, message in json.loads(errors or "[]")),
+    )
+
+
+def image_row(row: Sequence[Any]) -> ImageRow:
+    """A ``RESULT_ROWS`` row as an image result."""
+    store_id, store_name, area_code, visit_time, url, width, height, error = row
+    return ImageRow(
+        store_id=store_id,
+        store_name=store_name,
+        area_code=area_code,
+        visit_time=visit_time,
+        url=url,
+        width=width,
+        height=height,
+        perimeter=None if width is None or height is None else 2 * (width + height),
+        error=error,
+    )
+
+
+def errors_json(errors: Sequence[tuple[str, str]]) -> str:
+    return json.dumps([list(error) for error in errors], ensure_ascii=False)

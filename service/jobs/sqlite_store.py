@@ -1,0 +1,659 @@
+"""The SQLite job store: one file, one process, everything committed before it is reported.
+
+Writes run on one dedicated thread with its own connection, each in a
+``BEGIN IMMEDIATE`` transaction, so the event loop never waits on a commit or an
+fsync. Reads are short indexed queries on a second connection, on the loop:
+WAL mode lets them run beside the writer, and a read costs tens of
+microseconds, less than handing it to a thread would.
+
+This process owns every job in the file (a lock file keeps a second process
+out), so the progress of ongoing jobs is kept in memory, updated only after
+each commit: a status poll reads no database, and never shows progress a
+crash would lose. ``synchronous=FULL`` makes each commit survive a power cut.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from service.errors import StoreUnavailable
+from service.jobs.memory_store import overloaded
+from service.jobs.model import (
+    ImageRow,
+    JobStatus,
+    JobSummary,
+    Visit,
+    image_error,
+    store_error,
+    unknown_store_error,
+)
+from service.jobs.queries import (
+    JOB_ERRORS,
+    JOB_SUMMARY,
+    QUEUED,
+    RESULT_ROWS,
+    SETTLED,
+    SUMMARY_COLUMNS,
+    errors_json,
+    image_row,
+    moment,
+)
+from service.jobs.queries import summary as summary_of
+from service.jobs.schema import SchemaError, migrations, newer_schema
+from service.jobs.store import CreatedJob, Recorded, StoreOpenError, UnfinishedJob
+from service.outcomes import UNKNOWN_STORE_REASON, FailureKind
+from service.pipeline.fair_queue import ImageTask
+from service.pipeline.flow import SettledImage
+from service.store_master import Store
+
+__all__ = ["SqliteJobStore", "StoreLocked"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Finished jobs' answers kept in memory, so polls of a finished job read no database.
+FINISHED_CACHE_ENTRIES = 1000
+# Jobs deleted per transaction by the sweep, so a flush of results never waits long.
+SWEEP_JOBS_PER_TRANSACTION = 20
+# Pages handed back to the file system per sweep (``auto_vacuum=INCREMENTAL``).
+VACUUM_PAGES = 2000
+
+
+class StoreLocked(StoreOpenError):
+    """Another process holds the database file; the message is one line."""
+
+
+@dataclass(slots=True)
+class _Live:
+    """An ongoing job's progress as committed."""
+
+    created_at: datetime
+    total: int
+    done: int
+    failed: int
+
+    def summary(self, job_id: int) -> JobSummary:
+        return JobSummary(
+            job_id, JobStatus.ONGOING, self.created_at, None, self.total, self.done, self.failed, ()
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Committed:
+    """What a record transaction did, for the loop to apply to its memory."""
+
+    accepted: list[int]  # positions in the batch
+    counts: dict[int, tuple[int, int]]  # job id -> (newly done, newly failed)
+    finished: list[JobSummary]
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=True)
+    connection.execute("PRAGMA busy_timeout = 5000")
+    connection.execute("PRAGMA synchronous = FULL")
+    connection.execute("PRAGMA foreign_keys = ON")
+    return connection
+
+
+def _unavailable(exc: sqlite3.Error) -> StoreUnavailable:
+    return StoreUnavailable(f"job store unavailable: {exc}")
+
+
+class _Writer:
+    """The one thread that writes: runs functions on its connection, in order."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._calls: queue.SimpleQueue[
+            tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]] | None
+        ] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="sqlite-writer", daemon=True)
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._thread.start()
+
+    async def call(self, function: Callable[[sqlite3.Connection], T]) -> T:
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._calls.put((function, future))
+        # Shielded: a caller that goes away must not make a commit look undone.
+        return await asyncio.shield(future)
+
+    async def stop(self) -> None:
+        if not self._thread.is_alive():
+            return
+        self._calls.put(None)
+        await asyncio.to_thread(self._thread.join)
+
+    def _run(self) -> None:
+        connection: sqlite3.Connection | None = None
+        while (item := self._calls.get()) is not None:
+            function, future = item
+            try:
+                if connection is None:
+                    connection = _connect(self._path)
+                result: Any = function(connection)
+            except BaseException as exc:  # handed to the awaiting coroutine
+                self._answer(future, None, exc)
+                continue
+            self._answer(future, result, None)
+        if connection is not None:
+            connection.close()
+
+    def _answer(
+        self, future: asyncio.Future[Any], result: Any, error: BaseException | None
+    ) -> None:
+        def settle() -> None:
+            if future.cancelled():
+                return
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+
+        assert self._loop is not None
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting
+            self._loop.call_soon_threadsafe(settle)
+
+
+def _transaction(connection: sqlite3.Connection, body: Callable[[], T]) -> T:
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        result = body()
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")
+    return result
+
+
+class SqliteJobStore:
+    durable = True
+    shared = False
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        ttl: float,
+        max_finished: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._path = path
+        # Wall-clock time: finishing times are kept across restarts, so retention
+        # counts from them, not from when this process started.
+        self._clock = clock
+        self._ttl = ttl
+        self._max_finished = max_finished
+        self._writer = _Writer(path)
+        self._reader: sqlite3.Connection | None = None
+        self._lock_file: int | None = None
+        self._live: dict[int, _Live] = {}
+        self._pending = 0
+        self._finished: OrderedDict[int, JobSummary] = OrderedDict()
+        self._finished_count = 0
+        self._write_failure: str | None = None
+
+    @property
+    def description(self) -> str:
+        return f"sqlite:///{self._path}"
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def open(self) -> None:
+        self._lock()
+        self._writer.start()
+        try:
+            await self._writer.call(_migrate)
+        except sqlite3.Error as exc:
+            raise SchemaError(f"cannot open the job store {self._path}: {exc}") from None
+        self._reader = _connect(self._path)
+        for job_id, created_at, total, done, failed in self._reader.execute(
+            "SELECT id, created_at, total, done, failed FROM jobs WHERE status = 'ongoing'"
+        ):
+            self._live[job_id] = _Live(moment(created_at), total, done, failed)
+            self._pending += total - done
+        self._finished_count = (
+            self._read()
+            .execute("SELECT count(*) FROM jobs WHERE finished_at IS NOT NULL")
+            .fetchone()[0]
+        )
+
+    def _lock(self) -> None:
+        """One process per file: a second one would hand out the same work twice."""
+        lock_path = self._path.with_name(self._path.name + ".lock")
+        try:
+            descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StoreLocked(f"cannot open {lock_path}: {exc.strerror}") from None
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(descriptor, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(descriptor)
+            raise StoreLocked(
+                f"the job store {self._path} is in use by another process (pid {holder}); "
+                "one SQLite file serves one process: use PostgreSQL for replicas"
+            ) from None
+        os.ftruncate(descriptor, 0)
+        os.pwrite(descriptor, str(os.getpid()).encode(), 0)
+        self._lock_file = descriptor
+
+    async def close(self) -> None:
+        await self._writer.stop()
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+        if self._lock_file is not None:
+            os.close(self._lock_file)  # closing the descriptor releases the lock
+            self._lock_file = None
+
+    async def problem(self) -> str | None:
+        if self._write_failure is not None:
+            return f"job store {self.description} cannot be written: {self._write_failure}"
+        try:
+            self._read().execute("SELECT 1 FROM jobs LIMIT 1").fetchall()
+        except StoreUnavailable as exc:
+            return exc.message
+        return None
+
+    def pending_images(self) -> int:
+        return self._pending
+
+    @property
+    def needs_sweep(self) -> bool:
+        return self._finished_count > self._max_finished
+
+    def _read(self) -> sqlite3.Connection:
+        if self._reader is None:
+            raise StoreUnavailable("job store is not open")
+        return self._reader
+
+    async def _write(self, function: Callable[[sqlite3.Connection], T]) -> T:
+        try:
+            result = await self._writer.call(function)
+        except sqlite3.IntegrityError:
+            raise
+        except sqlite3.Error as exc:
+            self._write_failure = str(exc)
+            raise _unavailable(exc) from None
+        self._write_failure = None
+        return result
+
+    # -- writes --------------------------------------------------------------
+
+    async def create(
+        self, visits: Sequence[Visit], stores: Sequence[Store | None], *, max_pending: int
+    ) -> CreatedJob:
+        images = sum(len(visit.image_urls) for visit in visits)
+        if self._pending + images > max_pending:
+            raise overloaded(self._pending, images, max_pending)
+        created_at = self._clock()
+        job_id, unknown, finished = await self._write(
+            lambda connection: _transaction(
+                connection, lambda: _insert_job(connection, created_at, visits, stores)
+            )
+        )
+        failed = sum(unknown.values())
+        if finished is not None:
+            self._finished_count += 1
+            self._remember_finished(finished)
+        else:
+            self._live[job_id] = _Live(moment(created_at), images, failed, failed)
+            self._pending += images - failed
+        return CreatedJob(job_id, images, unknown, finished)
+
+    async def record(self, settled: Sequence[SettledImage]) -> Recorded:
+        if not settled:
+            return Recorded()
+        batch = list(settled)
+        finished_at = self._clock()
+        committed = await self._write(
+            lambda connection: _transaction(
+                connection, lambda: _record(connection, batch, finished_at)
+            )
+        )
+        for job_id, (done, failed) in committed.counts.items():
+            live = self._live.get(job_id)
+            if live is not None:
+                live.done += done
+                live.failed += failed
+            self._pending -= done
+        self._finished_count += len(committed.finished)
+        for summary in committed.finished:
+            self._live.pop(summary.job_id, None)
+            self._remember_finished(summary)
+        return Recorded([batch[position] for position in committed.accepted], committed.finished)
+
+    def _remember_finished(self, summary: JobSummary) -> None:
+        self._finished[summary.job_id] = summary
+        while len(self._finished) > FINISHED_CACHE_ENTRIES:
+            self._finished.popitem(last=False)
+
+    async def unfinished(self) -> list[UnfinishedJob]:
+        found: list[UnfinishedJob] = []
+        for job_id in sorted(self._live):
+            rows = self._query(
+                "SELECT i.idx, COALESCE(i.fetch_url, i.url), v.store_id FROM images i "
+                "JOIN visits v ON v.job_id = i.job_id AND v.position = i.visit "
+                "WHERE i.job_id = ? AND i.state = ? ORDER BY i.idx",
+                (job_id, QUEUED),
+            )
+            tasks = [ImageTask(job_id, index, url, store_id) for index, url, store_id in rows]
+            found.append(UnfinishedJob(job_id, tasks))
+        return found
+
+    async def sweep(self) -> int:
+        cutoff = self._clock() - self._ttl
+        deleted = await self._write(
+            lambda connection: _sweep(connection, cutoff, self._max_finished)
+        )
+        self._finished_count -= len(deleted)
+        for job_id in deleted:
+            self._finished.pop(job_id, None)
+        return len(deleted)
+
+    # -- reads ---------------------------------------------------------------
+
+    def _query(self, sql: str, parameters: Sequence[Any] = ()) -> list[Any]:
+        try:
+            return self._read().execute(sql, parameters).fetchall()
+        except sqlite3.Error as exc:
+            raise _unavailable(exc) from None
+
+    def _expired(self, summary: JobSummary) -> bool:
+        finished_at = summary.finished_at
+        return finished_at is not None and finished_at.timestamp() <= self._clock() - self._ttl
+
+    async def summary(self, job_id: int) -> JobSummary | None:
+        live = self._live.get(job_id)
+        if live is not None:
+            return live.summary(job_id)
+        found = self._finished.get(job_id)
+        if found is None:
+            rows = self._query(JOB_SUMMARY, (job_id,))
+            if not rows:
+                return None
+            found = summary_of(rows[0])
+            if found.status.is_terminal:
+                self._remember_finished(found)
+        if self._expired(found):
+            return None
+        return found
+
+    async def rows(
+        self, job_id: int, offset: int, limit: int
+    ) -> tuple[JobSummary, list[ImageRow]] | None:
+        summary = await self.summary(job_id)
+        if summary is None:
+            return None
+        rows = self._query(RESULT_ROWS, (job_id, offset, limit))
+        return summary, [image_row(row) for row in rows]
+
+    async def recent(
+        self, limit: int, status: JobStatus | None = None, before: int | None = None
+    ) -> list[JobSummary]:
+        clauses = ["(finished_at IS NULL OR finished_at > ?)"]
+        parameters: list[Any] = [self._clock() - self._ttl]
+        if status is not None:
+            clauses.append("status = ?")
+            parameters.append(status.value)
+        if before is not None:
+            clauses.append("id < ?")
+            parameters.append(before)
+        parameters.append(limit)
+        rows = self._query(
+            "SELECT id, status, created_at, finished_at, total, done, failed, NULL FROM jobs "
+            f"WHERE {' AND '.join(clauses)} ORDER BY id DESC LIMIT ?",
+            parameters,
+        )
+        return [summary_of(row) for row in rows]
+
+
+# -- what runs on the writer thread ---------------------------------------------
+
+
+def _migrate(connection: sqlite3.Connection) -> None:
+    # Set before the first table exists, so deleted jobs' pages can go back to the
+    # file system (the sweep calls incremental_vacuum).
+    connection.execute("PRAGMA auto_vacuum = INCREMENTAL")
+    mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if mode != "wal":
+        raise sqlite3.OperationalError(f"cannot use WAL mode (got {mode})")
+    known = migrations("sqlite")
+    current = connection.execute("PRAGMA user_version").fetchone()[0]
+    if current > len(known):
+        raise newer_schema(current, len(known))
+    for migration in known[current:]:
+        # One script per migration, the version bump inside its transaction.
+        script = f"BEGIN IMMEDIATE;\n{migration.sql}\nPRAGMA user_version = {migration.version};"
+        try:
+            connection.executescript(script)
+            connection.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                connection.execute("ROLLBACK")
+            raise
+        log.info("job store schema migrated", extra={"version": migration.version})
+
+
+def _insert_job(
+    connection: sqlite3.Connection,
+    created_at: float,
+    visits: Sequence[Visit],
+    stores: Sequence[Store | None],
+) -> tuple[int, dict[str, int], JobSummary | None]:
+    total = sum(len(visit.image_urls) for visit in visits)
+    cursor = connection.execute(
+        "INSERT INTO jobs (status, created_at, total, done, failed) VALUES ('ongoing', ?, ?, 0, 0)",
+        (created_at, total),
+    )
+    job_id = cursor.lastrowid
+    assert job_id is not None
+    ranks: dict[str, int] = {}
+    for position, visit in enumerate(visits):
+        ranks.setdefault(visit.store_id, position)
+    connection.executemany(
+        "INSERT INTO visits (job_id, position, store_id, store_name, area_code, visit_time, "
+        "store_rank) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (
+            (
+                job_id,
+                position,
+                visit.store_id,
+                store.name if store else None,
+                store.area_code if store else None,
+                visit.visit_time,
+                ranks[visit.store_id],
+            )
+            for position, (visit, store) in enumerate(zip(visits, stores, strict=True))
+        ),
+    )
+    connection.executemany(
+        "INSERT INTO images (job_id, idx, visit, url, fetch_url, state, error, kind) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        _image_rows(job_id, visits, stores),
+    )
+    unknown: dict[str, int] = {}
+    first_image: dict[str, int] = {}
+    index = 0
+    for visit, store in zip(visits, stores, strict=True):
+        if store is None:
+            unknown[visit.store_id] = unknown.get(visit.store_id, 0) + len(visit.image_urls)
+            first_image.setdefault(visit.store_id, index)
+        index += len(visit.image_urls)
+    connection.executemany(
+        "INSERT INTO store_failures (job_id, store_id, store_rank, first_index, reason, images, "
+        "unknown_store) VALUES (?, ?, ?, ?, ?, ?, 1)",
+        (
+            (
+                job_id,
+                store_id,
+                ranks[store_id],
+                first_image[store_id],
+                unknown_store_error(store_id),
+                n,
+            )
+            for store_id, n in unknown.items()
+        ),
+    )
+    failed = sum(unknown.values())
+    finished = None
+    if failed:
+        connection.execute(
+            "UPDATE jobs SET done = ?, failed = ? WHERE id = ?", (failed, failed, job_id)
+        )
+        if failed == total:
+            finished = _finish(connection, job_id, created_at)
+    return job_id, unknown, finished
+
+
+def _image_rows(
+    job_id: int, visits: Sequence[Visit], stores: Sequence[Store | None]
+) -> Iterator[tuple[Any, ...]]:
+    index = 0
+    unknown_kind = FailureKind.UNKNOWN_STORE.value
+    for position, (visit, store) in enumerate(zip(visits, stores, strict=True)):
+        fetch_urls = visit.fetch_urls or (None,) * len(visit.image_urls)
+        for url, fetch_url in zip(visit.image_urls, fetch_urls, strict=True):
+            if store is None:
+                yield (
+                    job_id,
+                    index,
+                    position,
+                    url,
+                    fetch_url,
+                    SETTLED,
+                    UNKNOWN_STORE_REASON,
+                    unknown_kind,
+                )
+            else:
+                yield (job_id, index, position, url, fetch_url, QUEUED, None, None)
+            index += 1
+
+
+def _record(
+    connection: sqlite3.Connection, batch: Sequence[SettledImage], finished_at: float
+) -> _Committed:
+    accepted: list[int] = []
+    counts: dict[int, list[int]] = {}
+    failures: list[tuple[int, int, int, str, str]] = []
+    for position, (task, outcome) in enumerate(batch):
+        row = connection.execute(
+            "UPDATE images SET state = ?, width = ?, height = ?, error = ?, kind = ? "
+            "WHERE job_id = ? AND idx = ? AND state = ? RETURNING visit, url",
+            (
+                SETTLED,
+                outcome.width,
+                outcome.height,
+                outcome.error,
+                outcome.kind.value if outcome.kind else None,
+                task.job_id,
+                task.index,
+                QUEUED,
+            ),
+        ).fetchone()
+        if row is None:
+            continue  # settled already (a repeat), or its job is gone
+        accepted.append(position)
+        count = counts.setdefault(task.job_id, [0, 0])
+        count[0] += 1
+        if outcome.error is not None:
+            count[1] += 1
+            failures.append((task.job_id, task.index, row[0], row[1], outcome.error))
+    for job_id, image_index, visit, url, error in failures:
+        store_id, rank = connection.execute(
+            "SELECT store_id, store_rank FROM visits WHERE job_id = ? AND position = ?",
+            (job_id, visit),
+        ).fetchone()
+        # A store's error names its first failing image in submission order, whatever
+        # order the downloads finished in.
+        connection.execute(
+            "INSERT INTO store_failures (job_id, store_id, store_rank, first_index, reason, "
+            "images, unknown_store) VALUES (?, ?, ?, ?, ?, 1, 0) "
+            "ON CONFLICT (job_id, store_id) DO UPDATE SET images = images + 1, "
+            "reason = CASE WHEN excluded.first_index < first_index "
+            "THEN excluded.reason ELSE reason END, "
+            "first_index = MIN(first_index, excluded.first_index)",
+            (job_id, store_id, rank, image_index, image_error(url, error)),
+        )
+    finished: list[JobSummary] = []
+    for job_id in sorted(counts):
+        done, failed = counts[job_id]
+        row = connection.execute(
+            "UPDATE jobs SET done = done + ?, failed = failed + ? WHERE id = ? "
+            "RETURNING done, total",
+            (done, failed, job_id),
+        ).fetchone()
+        if row is not None and row[0] == row[1]:
+            finished.append(_finish(connection, job_id, finished_at))
+    return _Committed(accepted, {job: (c[0], c[1]) for job, c in counts.items()}, finished)
+
+
+def _finish(connection: sqlite3.Connection, job_id: int, finished_at: float) -> JobSummary:
+    """The one transition out of ongoing, in the transaction that settled the last image."""
+    failures = connection.execute(JOB_ERRORS, (job_id,)).fetchall()
+    errors = [
+        (store_id, store_error(reason, images, bool(unknown)))
+        for store_id, reason, images, unknown in failures
+    ]
+    status = JobStatus.FAILED if errors else JobStatus.COMPLETED
+    row = connection.execute(
+        "UPDATE jobs SET status = ?, finished_at = ?, errors = ? WHERE id = ? "
+        f"RETURNING {SUMMARY_COLUMNS}",
+        (status.value, finished_at, errors_json(errors), job_id),
+    ).fetchone()
+    return summary_of(row)
+
+
+def _sweep(connection: sqlite3.Connection, cutoff: float, keep: int) -> list[int]:
+    expired = [
+        job_id
+        for (job_id,) in connection.execute(
+            "SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at <= ?", (cutoff,)
+        )
+    ]
+    beyond = [
+        job_id
+        for (job_id,) in connection.execute(
+            "SELECT id FROM jobs WHERE finished_at IS NOT NULL "
+            "ORDER BY finished_at DESC, id DESC LIMIT -1 OFFSET ?",
+            (keep,),
+        )
+    ]
+    doomed = sorted(set(expired) | set(beyond))
+    for start in range(0, len(doomed), SWEEP_JOBS_PER_TRANSACTION):
+        chunk = doomed[start : start + SWEEP_JOBS_PER_TRANSACTION]
+
+        def delete(chunk: list[int] = chunk) -> None:
+            for table, column in (
+                ("images", "job_id"),
+                ("visits", "job_id"),
+                ("store_failures", "job_id"),
+                ("jobs", "id"),
+            ):
+                connection.executemany(
+                    f"DELETE FROM {table} WHERE {column} = ?", ((job,) for job in chunk)
+                )
+
+        _transaction(connection, delete)
+    if doomed:
+        connection.execute(f"PRAGMA incremental_vacuum({VACUUM_PAGES})")
+    return doomed
