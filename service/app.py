@@ -74,13 +74,15 @@ def create_app(
         handler_args={"auto_decompress": False},
     )
     app[keys.SETTINGS] = settings
-    app[keys.REPLICA] = replica or Replica(label=settings.replica_name)
+    replica = replica or Replica(label=settings.replica_name)
+    app[keys.REPLICA] = replica
     # "is None", not "or": an empty StoreMaster is falsy but was still given.
     app[keys.STORE_MASTER] = (
         store_master if store_master is not None else load_store_master(settings.stores)
     )
     app[keys.SUBMIT_SCHEMA] = SubmitSchema(limits=settings.limits)
     app[keys.METRICS] = Metrics()
+    app[keys.METRICS].name_replica(replica.id.hex, replica.name, replica.host, replica.pid)
     app[keys.OPENAPI] = build_openapi(settings)
     app.cleanup_ctx.append(client_session_ctx)
     # Opened before the pool starts: a store that cannot open fails the start at once.
@@ -303,10 +305,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "database_url": args.database_url,
             },
         )
+        replica = Replica(label=settings.replica_name)
         configure_logging(
-            settings.log_level, settings.log_format, queue_limit=settings.log_queue_limit
+            settings.log_level,
+            settings.log_format,
+            queue_limit=settings.log_queue_limit,
+            fields={"replica": replica.short_id},
         )
-        app = create_app(settings)
+        app = create_app(settings, replica=replica)
         loop_factory = event_loop_factory(settings.event_loop)
     except (ConfigError, StoreMasterError) as exc:
         print(f"retail-pulse: {exc}", file=sys.stderr)

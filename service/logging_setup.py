@@ -9,6 +9,7 @@ import logging.handlers
 import queue
 import re
 import sys
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import IO, Any
 
@@ -198,11 +199,25 @@ def _drop_notice(dropped: int) -> logging.LogRecord:
 _listener: logging.handlers.QueueListener | None = None
 
 
+class _FieldsFilter(logging.Filter):
+    """Adds the same fields to every record: which replica wrote it."""
+
+    def __init__(self, fields: Mapping[str, object]) -> None:
+        super().__init__()
+        self._fields = dict(fields)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in self._fields.items():
+            setattr(record, key, value)
+        return True
+
+
 def configure_logging(
     level: str,
     fmt: str = "json",
     stream: IO[str] | None = None,
     queue_limit: int = 10_000,
+    fields: Mapping[str, object] | None = None,
 ) -> None:
     """Send every logger's records to ``stream`` (stderr) in ``fmt``, from a writer thread.
 
@@ -220,6 +235,8 @@ def configure_logging(
         root.removeHandler(existing)
     queued = _BoundedQueueHandler(records, queue_limit)
     queued.addFilter(_MalformedRequestFilter())
+    if fields:
+        queued.addFilter(_FieldsFilter(fields))
     root.addHandler(queued)
     root.setLevel(level.upper())
     _listener = logging.handlers.QueueListener(records, handler)

@@ -171,6 +171,12 @@ class Metrics:
             buckets=(0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 14400),
             registry=registry,
         )
+        self.replica_info = Gauge(
+            "retail_pulse_replica_info",
+            "This process among the replicas of one job store (always 1).",
+            ["replica_id", "name", "host", "pid"],
+            registry=registry,
+        )
         # Every label value exists from the start, so a scrape shows zeros rather
         # than missing series, and rate() works from the first failure.
         for status in ("completed", "failed"):
@@ -189,6 +195,9 @@ class Metrics:
 
     def watch_job_manager(self, manager: _JobManager) -> None:
         self.images_pending.set_function(lambda: manager.pending_images)
+
+    def name_replica(self, replica_id: str, name: str, host: str, pid: int) -> None:
+        self.replica_info.labels(replica_id, name, host, str(pid)).set(1)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

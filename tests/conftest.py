@@ -17,6 +17,7 @@ from service.config import Settings
 from service.logging_setup import stop_logging
 from tests.support.fault_host import FaultHost
 from tests.support.image_host import ImageHost, build_image_host_app
+from tests.support.postgres import fresh_database
 from tests.support.processes import REPO_ROOT
 
 STORE_MASTER_CSV = """AreaCode,StoreName,StoreID
@@ -75,6 +76,13 @@ def no_test_touches_the_default_job_store() -> Iterator[None]:
     yield
     after = default.stat().st_mtime_ns if default.exists() else None
     assert after == before, f"a test wrote to {default}"
+
+
+@pytest.fixture
+async def postgres_url() -> AsyncIterator[str]:
+    """A fresh PostgreSQL database for this test (skipped, or failed under CI, without one)."""
+    async for url in fresh_database():
+        yield url
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ from service.api.schemas import (
     JobListSchema,
     PageQuerySchema,
     ReadySchema,
+    ReplicaListSchema,
     ResultsPageSchema,
     ResultsQuerySchema,
     StatusSchema,
@@ -205,6 +206,13 @@ def _operations(settings: Settings) -> dict[str, dict[str, Any]]:
                     "200": _json(ReadySchema, "Ready for work."),
                     "503": _json(ReadySchema, "Not ready; `reason` says why."),
                 },
+            }
+        },
+        "/api/replicas": {
+            "get": {
+                "summary": "The processes serving the job store, with their last heartbeat",
+                "operationId": "listReplicas",
+                "responses": {"200": _json(ReplicaListSchema, "The replicas.")},
             }
         },
         "/metrics": {

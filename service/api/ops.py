@@ -1,4 +1,5 @@
-"""Operator routes: ``/readyz`` (can this instance do work?) and ``/metrics`` (Prometheus)."""
+"""Operator routes: ``/readyz`` (can this instance do work?), ``/metrics`` (Prometheus) and
+``/api/replicas`` (who serves the job store)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import time
 from aiohttp import web
 
 from service.api import keys
-from service.api.schemas import ReadySchema
+from service.api.schemas import ReadySchema, ReplicaListSchema
+from service.jobs.queries import moment
 from service.metrics import CONTENT_TYPE_LATEST
 
 __all__ = ["readiness_problem", "routes"]
@@ -16,6 +18,7 @@ __all__ = ["readiness_problem", "routes"]
 routes = web.RouteTableDef()
 
 _ready_schema = ReadySchema()
+_replicas_schema = ReplicaListSchema()
 
 
 async def readiness_problem(app: web.Application) -> str | None:
@@ -26,6 +29,12 @@ async def readiness_problem(app: web.Application) -> str | None:
     pool = app.get(keys.MEASURE_POOL)
     if pool is None:
         return "process pool not started"
+    store = app.get(keys.JOB_STORE)
+    if store is None:
+        return "job store not open"
+    store_problem = await store.problem()
+    if store_problem is not None:
+        return store_problem
     manager = app.get(keys.JOB_MANAGER)
     if manager is not None and not manager.accepting:
         # Draining for shutdown: a balancer should stop sending new jobs here.
@@ -52,10 +61,33 @@ async def readiness_problem(app: web.Application) -> str | None:
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
     problem = await readiness_problem(request.app)
+    store = request.app.get(keys.JOB_STORE)
+    # Says plainly where jobs live, and for the memory store that a restart loses them.
+    described = {"store": store.description} if store is not None else {}
     if problem is not None:
-        body = _ready_schema.dump({"status": "unavailable", "reason": problem})
+        body = _ready_schema.dump({"status": "unavailable", "reason": problem, **described})
         return web.json_response(body, status=503)
-    return web.json_response(_ready_schema.dump({"status": "ready"}))
+    return web.json_response(_ready_schema.dump({"status": "ready", **described}))
+
+
+@routes.get("/api/replicas")
+async def replicas(request: web.Request) -> web.Response:
+    records = await request.app[keys.JOB_STORE].replicas()
+    body = {
+        "replicas": [
+            {
+                "id": record.id,
+                "name": record.name,
+                "host": record.host,
+                "pid": record.pid,
+                "started_at": moment(record.started_at),
+                "heartbeat_at": moment(record.heartbeat_at),
+                "silent_for": round(record.silent_for, 3),
+            }
+            for record in records
+        ]
+    }
+    return web.json_response(_replicas_schema.dump(body))
 
 
 @routes.get("/metrics")

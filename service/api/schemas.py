@@ -38,6 +38,7 @@ __all__ = [
     "JobListSchema",
     "PageQuerySchema",
     "ReadySchema",
+    "ReplicaListSchema",
     "ResultsPageSchema",
     "ResultsQuerySchema",
     "StatusSchema",
@@ -337,6 +338,24 @@ class ResultsPageSchema(Schema):
 class ReadySchema(Schema):
     status = fields.String(required=True, validate=validate.OneOf(["ready", "unavailable"]))
     reason = fields.String()
+    # Where jobs live; the memory store says that a restart loses them.
+    store = fields.String()
+
+
+class ReplicaSchema(Schema):
+    id = fields.String(required=True)
+    name = fields.String(required=True)
+    host = fields.String(required=True)
+    pid = fields.Integer(required=True)
+    started_at = fields.DateTime(required=True)
+    heartbeat_at = fields.DateTime(required=True)
+    silent_for = fields.Float(required=True)
+
+
+class ReplicaListSchema(Schema):
+    """The processes serving the job store; one, unless it is PostgreSQL."""
+
+    replicas = fields.List(fields.Nested(ReplicaSchema), required=True)
 
 
 class EmptySchema(Schema):

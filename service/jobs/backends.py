@@ -21,12 +21,17 @@ def create_store(settings: StoreSettings, replica: Replica) -> JobStore:
     if database.kind is DatabaseKind.SQLITE:
         assert database.path is not None
         return SqliteJobStore(
-            database.path, ttl=settings.job_ttl, max_finished=settings.max_finished_jobs
+            database.path,
+            ttl=settings.job_ttl,
+            max_finished=settings.max_finished_jobs,
+            replica=replica,
         )
     if database.kind is DatabaseKind.POSTGRESQL:
         assert database.dsn is not None
         return PostgresJobStore(database.dsn, settings, replica)
-    return MemoryJobStore(ttl=settings.job_ttl, max_finished=settings.max_finished_jobs)
+    return MemoryJobStore(
+        ttl=settings.job_ttl, max_finished=settings.max_finished_jobs, replica=replica
+    )
 
 
 def create_work_queue(

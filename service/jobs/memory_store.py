@@ -15,8 +15,9 @@ from datetime import UTC, datetime
 
 from service.errors import Overloaded
 from service.jobs.model import ImageRow, Job, JobStatus, JobSummary, Visit
-from service.jobs.store import CreatedJob, Recorded, UnfinishedJob
+from service.jobs.store import CreatedJob, Recorded, ReplicaRecord, UnfinishedJob, this_replica
 from service.pipeline.flow import SettledImage
+from service.replica import Replica
 from service.store_master import Store
 
 __all__ = ["MemoryJobStore", "overloaded"]
@@ -44,7 +45,9 @@ class MemoryJobStore:
         ttl: float = math.inf,
         max_finished: int | None = None,
         clock: Callable[[], float] = time.monotonic,
+        replica: Replica | None = None,
     ) -> None:
+        self._replica = replica or Replica()
         self._jobs: dict[int, Job] = {}
         self._last_id = 0
         self._pending = 0
@@ -165,3 +168,6 @@ class MemoryJobStore:
             self._forget(job_id)
             evicted += 1
         return evicted
+
+    async def replicas(self) -> list[ReplicaRecord]:
+        return [this_replica(self._replica)]

@@ -17,7 +17,6 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeAlias, TypeVar
 
 import asyncpg
@@ -49,14 +48,20 @@ from service.jobs.queries import (
     summary,
 )
 from service.jobs.schema import migrations, newer_schema
-from service.jobs.store import CreatedJob, Recorded, StoreOpenError, UnfinishedJob
+from service.jobs.store import (
+    CreatedJob,
+    Recorded,
+    ReplicaRecord,
+    StoreOpenError,
+    UnfinishedJob,
+)
 from service.outcomes import UNKNOWN_STORE_REASON, FailureKind
 from service.pipeline.fair_queue import ImageTask
 from service.pipeline.flow import SettledImage
 from service.replica import Replica
 from service.store_master import Store
 
-__all__ = ["WORK_CHANNEL", "PostgresJobStore", "ReplicaRecord"]
+__all__ = ["WORK_CHANNEL", "PostgresJobStore"]
 
 log = logging.getLogger(__name__)
 
@@ -96,20 +101,6 @@ _PERMANENT: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.InvalidPasswordError,
     asyncpg.exceptions.InvalidCatalogNameError,
 )
-
-
-@dataclass(frozen=True, slots=True)
-class ReplicaRecord:
-    """A replica as the database knows it, for operators."""
-
-    id: str
-    name: str
-    host: str
-    pid: int
-    started_at: float
-    heartbeat_at: float
-    # Seconds since its last heartbeat, on the database's clock.
-    silent_for: float
 
 
 def _describe(exc: BaseException) -> str:
@@ -508,7 +499,7 @@ class PostgresJobStore:
             "FROM replicas ORDER BY started_at"
         )
         return [
-            ReplicaRecord(str(row[0]), row[1], row[2], row[3], row[4], row[5], max(0.0, row[6]))
+            ReplicaRecord(row[0].hex, row[1], row[2], row[3], row[4], row[5], max(0.0, row[6]))
             for row in rows
         ]
 

@@ -54,10 +54,18 @@ from service.jobs.queries import (
 )
 from service.jobs.queries import summary as summary_of
 from service.jobs.schema import SchemaError, migrations, newer_schema
-from service.jobs.store import CreatedJob, Recorded, StoreOpenError, UnfinishedJob
+from service.jobs.store import (
+    CreatedJob,
+    Recorded,
+    ReplicaRecord,
+    StoreOpenError,
+    UnfinishedJob,
+    this_replica,
+)
 from service.outcomes import UNKNOWN_STORE_REASON, FailureKind
 from service.pipeline.fair_queue import ImageTask
 from service.pipeline.flow import SettledImage
+from service.replica import Replica
 from service.store_master import Store
 
 __all__ = ["SqliteJobStore", "StoreLocked"]
@@ -195,7 +203,9 @@ class SqliteJobStore:
         ttl: float,
         max_finished: int,
         clock: Callable[[], float] = time.time,
+        replica: Replica | None = None,
     ) -> None:
+        self._replica = replica or Replica()
         self._path = path
         # Wall-clock time: finishing times are kept across restarts, so retention
         # counts from them, not from when this process started.
@@ -425,6 +435,9 @@ class SqliteJobStore:
             parameters,
         )
         return [summary_of(row) for row in rows]
+
+    async def replicas(self) -> list[ReplicaRecord]:
+        return [this_replica(self._replica)]
 
 
 # -- what runs on the writer thread ---------------------------------------------

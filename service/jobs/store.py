@@ -15,6 +15,7 @@ What a durable store promises:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -22,9 +23,18 @@ from typing import Protocol
 from service.jobs.model import ImageRow, JobStatus, JobSummary, Visit
 from service.pipeline.fair_queue import ImageTask
 from service.pipeline.flow import SettledImage
+from service.replica import Replica
 from service.store_master import Store
 
-__all__ = ["CreatedJob", "JobStore", "Recorded", "StoreOpenError", "UnfinishedJob"]
+__all__ = [
+    "CreatedJob",
+    "JobStore",
+    "Recorded",
+    "ReplicaRecord",
+    "StoreOpenError",
+    "UnfinishedJob",
+    "this_replica",
+]
 
 
 class StoreOpenError(Exception):
@@ -59,6 +69,28 @@ class UnfinishedJob:
 
     job_id: int
     tasks: list[ImageTask]
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaRecord:
+    """A process serving the store, for operators."""
+
+    id: str
+    name: str
+    host: str
+    pid: int
+    started_at: float
+    heartbeat_at: float
+    # Seconds since its last heartbeat (on the database's clock, for a shared store).
+    silent_for: float
+
+
+def this_replica(replica: Replica) -> ReplicaRecord:
+    """A store only this process serves: the one replica, heard from now."""
+    now = time.time()
+    return ReplicaRecord(
+        replica.id.hex, replica.name, replica.host, replica.pid, replica.started_at, now, 0.0
+    )
 
 
 class JobStore(Protocol):
@@ -118,3 +150,6 @@ class JobStore(Protocol):
 
     async def sweep(self) -> int:
         """Delete finished jobs past their time-to-live or beyond the count; returns how many."""
+
+    async def replicas(self) -> list[ReplicaRecord]:
+        """The processes serving this store, oldest first."""

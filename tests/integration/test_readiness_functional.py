@@ -7,6 +7,7 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from service.api import keys
@@ -18,19 +19,46 @@ from tests.support.jobs import submit, visit
 from tests.support.polling import eventually, wait_for_status
 
 
+async def without_store(response: Any) -> dict[str, Any]:
+    """The readiness body without its ``store`` line (tested on its own below)."""
+    body: dict[str, Any] = await response.json()
+    body.pop("store")
+    return body
+
+
+@pytest.mark.parametrize(
+    ("database_url", "said"),
+    [("memory", "memory (nothing survives a restart)"), ("sqlite:///{tmp}/j.db", "sqlite:///")],
+)
+async def test_readiness_says_where_jobs_live(
+    make_client: Callable[..., Any],
+    make_settings: Callable[..., Settings],
+    tmp_path: Any,
+    database_url: str,
+    said: str,
+) -> None:
+    client = await make_client(make_settings(database_url=database_url.format(tmp=tmp_path)))
+    body = await (await client.get("/readyz")).json()
+    assert body["status"] == "ready"
+    assert body["store"].startswith(said)
+
+
 async def test_ready_when_store_master_loaded_and_pool_answers(
     client: TestClient[Any, Any],
 ) -> None:
     response = await client.get("/readyz")
     assert response.status == 200
-    assert await response.json() == {"status": "ready"}
+    assert await without_store(response) == {"status": "ready"}
 
 
 async def test_not_ready_without_stores(aiohttp_client: Any, settings: Settings) -> None:
     client = await aiohttp_client(create_app(settings, store_master=StoreMaster({})))
     response = await client.get("/readyz")
     assert response.status == 503
-    assert await response.json() == {"status": "unavailable", "reason": "store master not loaded"}
+    assert await without_store(response) == {
+        "status": "unavailable",
+        "reason": "store master not loaded",
+    }
     assert (await client.get("/healthz")).status == 200
 
 
@@ -46,7 +74,7 @@ async def test_a_pool_worker_that_died_idle_is_replaced_by_the_readiness_ping(
     (worker,) = pool._executor._processes.values()
     os.kill(worker.pid, signal.SIGKILL)
     response = await client.get("/readyz")
-    assert (response.status, await response.json()) == (200, {"status": "ready"})
+    assert (response.status, await without_store(response)) == (200, {"status": "ready"})
     assert pool.rebuilds == 1
     (replacement,) = pool._executor._processes.values()
     assert replacement.pid != worker.pid
@@ -65,7 +93,7 @@ async def test_not_ready_when_the_pool_does_not_answer_in_time(
     try:
         response = await client.get("/readyz")
         assert response.status == 503
-        assert await response.json() == {
+        assert await without_store(response) == {
             "status": "unavailable",
             "reason": "process pool did not answer a ping within 0.2s",
         }
@@ -104,7 +132,7 @@ async def test_busy_pool_making_progress_is_ready_without_a_ping(
         # judged by progress instead, and it began this batch just now.
         response = await client.get("/readyz")
         assert response.status == 200
-        assert await response.json() == {"status": "ready"}
+        assert await without_store(response) == {"status": "ready"}
     finally:
         os.kill(pid, signal.SIGCONT)
 
@@ -136,7 +164,7 @@ async def test_not_ready_once_draining_for_shutdown(client: TestClient[Any, Any]
     await drain(client.app)  # what SIGTERM starts; no jobs, so it returns at once
     response = await client.get("/readyz")
     assert response.status == 503
-    assert await response.json() == {
+    assert await without_store(response) == {
         "status": "unavailable",
         "reason": "shutting down: new jobs are refused",
     }
