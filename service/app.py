@@ -292,8 +292,38 @@ def event_loop_factory(kind: str) -> Callable[[], asyncio.AbstractEventLoop]:
     return asyncio.new_event_loop
 
 
+def migrate_main(argv: Sequence[str]) -> int:
+    """``python -m service migrate [--store URL]``: only bring the job store's schema up to date."""
+    parser = argparse.ArgumentParser(
+        prog="python -m service migrate",
+        description="Create or migrate the job store's schema, then exit.",
+    )
+    parser.add_argument("--store", help="database URL (default: RP_DATABASE_URL or the config)")
+    parser.add_argument("--config", help="TOML settings file, e.g. config/default.toml")
+    args = parser.parse_args(argv)
+    try:
+        settings = load_config(
+            args.config or os.environ.get("RP_CONFIG"),
+            os.environ,
+            {"database_url": args.store},
+        )
+        configure_logging(settings.log_level, settings.log_format)
+        store = create_store(settings.store, Replica(label=settings.replica_name))
+        version = asyncio.run(store.migrate())
+    except (ConfigError, StoreOpenError) as exc:
+        print(f"retail-pulse: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        stop_logging()
+    print(f"job store {settings.store.database} is at schema version {version}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["migrate"]:
+        return migrate_main(arguments[1:])
+    args = parse_args(arguments)
     try:
         settings = load_config(
             args.config or os.environ.get("RP_CONFIG"),

@@ -100,6 +100,9 @@ class _JobManager(Protocol):
     @property
     def pending_images(self) -> int: ...
 
+    @property
+    def unsaved_results(self) -> int: ...
+
 
 class Metrics:
     """Every instrument of the service, registered in a registry of its own."""
@@ -141,6 +144,11 @@ class Metrics:
         self.images_queued = Gauge(
             "retail_pulse_images_queued",
             "Images accepted but not yet started.",
+            registry=registry,
+        )
+        self.images_unsaved = Gauge(
+            "retail_pulse_images_unsaved",
+            "Settled images waiting to be written because the job store refused them.",
             registry=registry,
         )
         self.image_bytes_held = Gauge(
@@ -195,6 +203,7 @@ class Metrics:
 
     def watch_job_manager(self, manager: _JobManager) -> None:
         self.images_pending.set_function(lambda: manager.pending_images)
+        self.images_unsaved.set_function(lambda: manager.unsaved_results)
 
     def name_replica(self, replica_id: str, name: str, host: str, pid: int) -> None:
         self.replica_info.labels(replica_id, name, host, str(pid)).set(1)

@@ -279,21 +279,23 @@ class JobManager:
             while not self._inbox.empty():
                 batch.append(self._inbox.get_nowait())
             # Outcomes in a row are written together; every other message is handled
-            # in its turn, after the outcomes that came before it.
-            outcomes: list[SettledImage] = []
+            # in its turn, after the outcomes that came before it. (An empty report is
+            # the retry of outcomes the store refused: it writes those.)
+            outcomes: list[SettledImage] | None = None
             for message in batch:
                 if isinstance(message, _Outcomes):
+                    outcomes = outcomes or []
                     outcomes.extend(message.settled)
                     continue
-                if outcomes:
+                if outcomes is not None:
                     await self._record(outcomes)
-                    outcomes = []
+                    outcomes = None
                 if message is _STOP:
                     self._refuse(batch[batch.index(message) + 1 :])
                     self._refuse_remaining()
                     return
                 await self._handle_safely(message)  # type: ignore[arg-type]
-            if outcomes:
+            if outcomes is not None:
                 await self._record(outcomes)
 
     async def _handle_safely(self, message: _Message) -> None:
@@ -357,6 +359,8 @@ class JobManager:
 
     async def _record(self, outcomes: list[SettledImage]) -> None:
         batch = self._unsaved + outcomes if self._unsaved else outcomes
+        if not batch:
+            return
         try:
             recorded = await self._store.record(batch)
         except StoreUnavailable as exc:

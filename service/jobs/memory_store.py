@@ -68,6 +68,9 @@ class MemoryJobStore:
     async def close(self) -> None:
         pass
 
+    async def migrate(self) -> int:
+        return 0  # nothing to migrate
+
     async def problem(self) -> str | None:
         return None
 

@@ -137,6 +137,22 @@ class PostgresJobStore:
     # -- lifecycle ---------------------------------------------------------
 
     async def open(self) -> None:
+        await self._connect()
+        await self._migrate()
+        await self._register()
+        await self._listen()
+
+    async def migrate(self) -> int:
+        """Bring the schema up to date and close again; returns its version."""
+        await self._connect()
+        try:
+            return await self._migrate()
+        finally:
+            assert self._pool is not None
+            await self._pool.close()
+            self._pool = None
+
+    async def _connect(self) -> None:
         deadline = time.monotonic() + self._settings.database_connect_timeout
         while True:
             try:
@@ -162,11 +178,8 @@ class PostgresJobStore:
                     extra={"store": self.description, "reason": _describe(exc)},
                 )
                 await asyncio.sleep(min(RETRY_EVERY, max(0.0, deadline - time.monotonic())))
-        await self._migrate()
-        await self._register()
-        await self._listen()
 
-    async def _migrate(self) -> None:
+    async def _migrate(self) -> int:
         known = migrations("postgres")
         async with self._connection() as connection:
             # Two replicas starting at once: the second waits, then finds nothing to do.
@@ -188,6 +201,7 @@ class PostgresJobStore:
                     log.info("job store schema migrated", extra={"version": migration.version})
             finally:
                 await connection.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+        return len(known)
 
     async def _register(self) -> None:
         replica = self.replica
@@ -238,7 +252,8 @@ class PostgresJobStore:
             with contextlib.suppress(*_ANY_FAILURE):
                 await self._listener.close(timeout=CONNECT_TIMEOUT)
         if self._pool is not None:
-            with contextlib.suppress(*_ANY_FAILURE):
+            # Out of the list at once; if the database is away, the heartbeat age says it.
+            with contextlib.suppress(StoreUnavailable, *_ANY_FAILURE):
                 await self._execute("DELETE FROM replicas WHERE id = $1", self.replica.id)
             await self._pool.close()
             self._pool = None

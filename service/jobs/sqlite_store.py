@@ -228,12 +228,7 @@ class SqliteJobStore:
     # -- lifecycle ---------------------------------------------------------
 
     async def open(self) -> None:
-        self._lock()
-        self._writer.start()
-        try:
-            await self._writer.call(_migrate)
-        except sqlite3.Error as exc:
-            raise SchemaError(f"cannot open the job store {self._path}: {exc}") from None
+        await self._open_and_migrate()
         self._reader = _connect(self._path)
         for job_id, created_at, total, done, failed in self._reader.execute(
             "SELECT id, created_at, total, done, failed FROM jobs WHERE status = 'ongoing'"
@@ -245,6 +240,26 @@ class SqliteJobStore:
             .execute("SELECT count(*) FROM jobs WHERE finished_at IS NOT NULL")
             .fetchone()[0]
         )
+
+    async def migrate(self) -> int:
+        """Bring the schema up to date and close again; returns its version."""
+        version = await self._open_and_migrate()
+        await self.close()
+        return version
+
+    async def _open_and_migrate(self) -> int:
+        if not self._path.parent.is_dir():
+            raise StoreOpenError(
+                f"cannot open the job store {self._path}: "
+                f"the directory {self._path.parent} does not exist"
+            )
+        self._lock()
+        self._writer.start()
+        try:
+            version: int = await self._writer.call(_migrate)
+        except sqlite3.Error as exc:
+            raise SchemaError(f"cannot open the job store {self._path}: {exc}") from None
+        return version
 
     def _lock(self) -> None:
         """One process per file: a second one would hand out the same work twice."""
@@ -276,6 +291,10 @@ class SqliteJobStore:
             self._lock_file = None
 
     async def problem(self) -> str | None:
+        if self._write_failure is not None:
+            # Nothing else may write while idle: try a write, so recovery shows by itself.
+            with contextlib.suppress(StoreUnavailable):
+                await self._write(_probe_write)
         if self._write_failure is not None:
             return f"job store {self.description} cannot be written: {self._write_failure}"
         try:
@@ -443,7 +462,7 @@ class SqliteJobStore:
 # -- what runs on the writer thread ---------------------------------------------
 
 
-def _migrate(connection: sqlite3.Connection) -> None:
+def _migrate(connection: sqlite3.Connection) -> int:
     # Set before the first table exists, so deleted jobs' pages can go back to the
     # file system (the sweep calls incremental_vacuum).
     connection.execute("PRAGMA auto_vacuum = INCREMENTAL")
@@ -465,6 +484,13 @@ def _migrate(connection: sqlite3.Connection) -> None:
                 connection.execute("ROLLBACK")
             raise
         log.info("job store schema migrated", extra={"version": migration.version})
+    return len(known)
+
+
+def _probe_write(connection: sqlite3.Connection) -> None:
+    """The smallest real write: the schema version, set to what it is."""
+    version = connection.execute("PRAGMA user_version").fetchone()[0]
+    _transaction(connection, lambda: connection.execute(f"PRAGMA user_version = {version}"))
 
 
 def _insert_job(

@@ -114,6 +114,9 @@ class JobStore(Protocol):
 
     async def close(self) -> None: ...
 
+    async def migrate(self) -> int:
+        """Only bring the schema up to date (a separate deploy step); returns its version."""
+
     async def problem(self) -> str | None:
         """Why the store cannot serve right now (readiness), or None."""
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from service.config import Settings
-from service.errors import Overloaded, ShuttingDown
+from service.errors import Overloaded, ShuttingDown, StoreUnavailable
 from service.jobs.manager import JobManager
 from service.jobs.memory_store import MemoryJobStore
 from service.jobs.model import JobStatus, JobSummary, Visit
@@ -235,3 +237,49 @@ async def test_unknown_store_images_fail_at_creation_and_are_never_queued(
     assert [task.index for task in queue.tasks[job_id]] == [1]
     summary = await status(manager, job_id)
     assert (summary.done, summary.failed, summary.total) == (1, 1, 2)
+
+
+class SwitchableStore:
+    """A real store behind an outage switch: while ``down``, every write is refused."""
+
+    def __init__(self, store: JobStore) -> None:
+        self._store = store
+        self.down = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def record(self, settled: Sequence[SettledImage]) -> Any:
+        if self.down:
+            raise StoreUnavailable("job store unavailable: switched off by the test")
+        return await self._store.record(settled)
+
+
+async def test_outcomes_the_store_refuses_are_kept_retried_and_pause_new_work(
+    store: JobStore, queue: RecordingQueue
+) -> None:
+    switchable = SwitchableStore(store)
+    settings = Settings(unsaved_results_limit=2).jobs
+    manager = JobManager(switchable, MASTER, queue, settings)  # type: ignore[arg-type]
+    await manager.start()
+    try:
+        job_id = await manager.submit([visit("http://a/1", "http://a/2", "http://a/3")])
+        switchable.down = True
+        manager.settle(settled(queue.tasks[job_id][:2]))
+        await manager.flush()
+        assert manager.unsaved_results == 2
+        assert not queue.paused  # at the limit, not past it
+        manager.settle(settled(queue.tasks[job_id][2:]))
+        await manager.flush()
+        assert manager.unsaved_results == 3
+        assert queue.paused
+        assert (await status(manager, job_id)).done == 0  # nothing reported before it is kept
+        switchable.down = False
+        deadline = time.monotonic() + 10
+        while manager.unsaved_results:  # the retry timer writes them
+            assert time.monotonic() < deadline, "refused outcomes never written"
+            await asyncio.sleep(0.02)
+        assert not queue.paused
+        assert (await status(manager, job_id)).status is JobStatus.COMPLETED
+    finally:
+        await manager.close()
