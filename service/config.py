@@ -161,6 +161,8 @@ class StoreSettings:
     job_ttl: float
     max_finished_jobs: int
     max_pending_images: int
+    finished_cache_bytes: int
+    max_database_bytes: int
 
     @property
     def database(self) -> DatabaseUrl:
@@ -230,6 +232,8 @@ class Settings:
     max_pending_images: int = _setting(1_000_000, _positive)
     job_ttl: float = _setting(86_400.0, _positive)
     max_finished_jobs: int = _setting(10_000, _positive)
+    finished_cache_bytes: int = _setting(64_000_000, _positive)
+    max_database_bytes: int = _setting(0, _non_negative)
     shutdown_grace: float = _setting(10.0, _non_negative)
     unsaved_results_limit: int = _setting(100_000, _positive)
 

@@ -5,7 +5,7 @@ Lower wings raise these; ``api/middlewares.py`` alone turns them into responses.
 
 from __future__ import annotations
 
-__all__ = ["Overloaded", "ServiceError", "ShuttingDown", "StoreUnavailable"]
+__all__ = ["Overloaded", "ServiceError", "ShuttingDown", "StoreFull", "StoreUnavailable"]
 
 # What a refusal asks clients to wait before trying again, in seconds.
 DEFAULT_RETRY_AFTER = 5.0
@@ -33,3 +33,7 @@ class ShuttingDown(ServiceError):
 
 class StoreUnavailable(ServiceError):
     """The job store cannot be reached or written (database down, disk full)."""
+
+
+class StoreFull(ServiceError):
+    """The job store holds ``max_database_bytes`` of unfinished work: no room for a new job."""

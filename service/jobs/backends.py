@@ -24,13 +24,18 @@ def create_store(settings: StoreSettings, replica: Replica) -> JobStore:
             database.path,
             ttl=settings.job_ttl,
             max_finished=settings.max_finished_jobs,
+            finished_cache_bytes=settings.finished_cache_bytes,
+            max_database_bytes=settings.max_database_bytes,
             replica=replica,
         )
     if database.kind is DatabaseKind.POSTGRESQL:
         assert database.dsn is not None
         return PostgresJobStore(database.dsn, settings, replica)
     return MemoryJobStore(
-        ttl=settings.job_ttl, max_finished=settings.max_finished_jobs, replica=replica
+        ttl=settings.job_ttl,
+        max_finished=settings.max_finished_jobs,
+        finished_bytes=settings.finished_cache_bytes,
+        replica=replica,
     )
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from service.errors import Overloaded
-from service.jobs.model import ImageRow, Job, JobStatus, JobSummary, Visit
+from service.jobs.model import ImageRow, Job, JobStatus, JobSummary, Visit, estimated_bytes
 from service.jobs.store import CreatedJob, Recorded, ReplicaRecord, UnfinishedJob, this_replica
 from service.pipeline.flow import SettledImage
 from service.replica import Replica
@@ -44,10 +44,15 @@ class MemoryJobStore:
         *,
         ttl: float = math.inf,
         max_finished: int | None = None,
+        finished_bytes: int | None = None,
         clock: Callable[[], float] = time.monotonic,
         replica: Replica | None = None,
     ) -> None:
         self._replica = replica or Replica()
+        # Finished jobs stay whole in memory: bounded by their estimated bytes too.
+        self._max_finished_bytes = finished_bytes
+        self._sizes: dict[int, int] = {}
+        self._finished_bytes = 0
         self._jobs: dict[int, Job] = {}
         self._last_id = 0
         self._pending = 0
@@ -86,6 +91,7 @@ class MemoryJobStore:
         self._last_id += 1
         job = Job.create(self._last_id, tuple(visits), tuple(stores))
         self._jobs[job.job_id] = job
+        self._sizes[job.job_id] = estimated_bytes(visits)
         self._pending += job.total - job.done
         finished = self._finish(job) if job.all_settled else None
         return CreatedJob(job.job_id, job.total, job.unknown_store_images(), finished)
@@ -107,10 +113,16 @@ class MemoryJobStore:
     def _finish(self, job: Job) -> JobSummary:
         job.finish(datetime.now(UTC))
         self._expiries[job.job_id] = self._clock() + self._ttl
-        if self._max_finished is not None:
-            while len(self._expiries) > self._max_finished:
-                oldest, _ = self._expiries.popitem(last=False)
-                self._jobs.pop(oldest, None)
+        self._finished_bytes += self._sizes.get(job.job_id, 0)
+        while self._expiries and (
+            (self._max_finished is not None and len(self._expiries) > self._max_finished)
+            or (
+                self._max_finished_bytes is not None
+                and self._finished_bytes > self._max_finished_bytes
+            )
+        ):
+            oldest = next(iter(self._expiries))
+            self._forget(oldest)
         return job.summary()
 
     async def unfinished(self) -> list[UnfinishedJob]:
@@ -159,7 +171,9 @@ class MemoryJobStore:
 
     def _forget(self, job_id: int) -> None:
         self._jobs.pop(job_id, None)
-        self._expiries.pop(job_id, None)
+        size = self._sizes.pop(job_id, 0)
+        if self._expiries.pop(job_id, None) is not None:
+            self._finished_bytes -= size
 
     async def sweep(self) -> int:
         now = self._clock()

@@ -7,7 +7,7 @@ everything that leaves the actor is an immutable view built here.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -17,15 +17,19 @@ from service.pipeline.fair_queue import ImageTask
 from service.store_master import Store
 
 __all__ = [
+    "IMAGE_OVERHEAD_BYTES",
+    "VISIT_OVERHEAD_BYTES",
     "ImageRow",
     "Job",
     "JobStatus",
     "JobSummary",
     "StoreError",
     "Visit",
+    "estimated_bytes",
     "image_error",
     "normalise_visit_time",
     "store_error",
+    "summary_bytes",
     "unknown_store_error",
 ]
 
@@ -262,6 +266,33 @@ class Job:
                 )
             )
         return rows
+
+
+# What one image and one visit cost in a store beyond their text: row headers, keys,
+# indexes and the result columns. A generous round figure: the bounds it feeds are
+# about orders of magnitude (a 100,000-image job, not a 10-image one).
+IMAGE_OVERHEAD_BYTES = 160
+VISIT_OVERHEAD_BYTES = 120
+
+
+def estimated_bytes(visits: Sequence[Visit]) -> int:
+    """What a job of ``visits`` holds in a store, roughly: its text plus per-row overhead.
+
+    Errors add at most ``MAX_ERROR_LENGTH`` per failed image, counted in the overhead
+    only on average; the figure is for bounding growth, not for billing.
+    """
+    total = 0
+    for visit in visits:
+        total += VISIT_OVERHEAD_BYTES + len(visit.store_id) + len(visit.visit_time)
+        total += sum(IMAGE_OVERHEAD_BYTES + len(url) for url in visit.image_urls)
+        if visit.fetch_urls:
+            total += sum(len(url) for url in visit.fetch_urls)
+    return total
+
+
+def summary_bytes(summary: JobSummary) -> int:
+    """What a finished job's cached answer holds: its error list, mostly."""
+    return 200 + sum(64 + len(error.store_id) + len(error.error) for error in summary.errors)
 
 
 def unknown_store_error(store_id: str) -> str:

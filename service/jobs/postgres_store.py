@@ -24,13 +24,14 @@ from asyncpg.pool import PoolConnectionProxy
 
 from service.config import StoreSettings
 from service.database_url import mask_password
-from service.errors import StoreUnavailable
+from service.errors import StoreFull, StoreUnavailable
 from service.jobs.memory_store import overloaded
 from service.jobs.model import (
     ImageRow,
     JobStatus,
     JobSummary,
     Visit,
+    estimated_bytes,
     image_error,
     store_error,
     unknown_store_error,
@@ -319,21 +320,37 @@ class PostgresJobStore:
             if store is None:
                 unknown[visit.store_id] = unknown.get(visit.store_id, 0) + len(visit.image_urls)
         failed = sum(unknown.values())
+        size = estimated_bytes(visits)
+        max_bytes = self._settings.max_database_bytes
 
         async def insert(connection: Connection) -> CreatedJob:
             # Replicas admit one job at a time, so two cannot both slip under the cap.
             await connection.execute("SELECT pg_advisory_xact_lock($1)", ADMISSION_LOCK)
-            pending = await connection.fetchval(
-                "SELECT COALESCE(SUM(total - done), 0) FROM jobs WHERE status = 'ongoing'"
+            row = await connection.fetchrow(
+                "SELECT COALESCE(SUM(total - done) FILTER (WHERE status = 'ongoing'), 0), "
+                "COALESCE(SUM(bytes) FILTER (WHERE status = 'ongoing'), 0), "
+                "COALESCE(SUM(bytes), 0) FROM jobs"
             )
+            assert row is not None
+            pending, ongoing_bytes, all_bytes = row
             self._pending_estimate = pending
             if pending + total - failed > max_pending:
                 raise overloaded(pending, total, max_pending)
+            if max_bytes and ongoing_bytes + size > max_bytes:
+                raise StoreFull(
+                    f"job store is full: unfinished jobs hold about {ongoing_bytes} bytes, "
+                    f"this job needs {size}, max_database_bytes is {max_bytes}; retry later"
+                )
+            if max_bytes and all_bytes + size > max_bytes:
+                await _delete_jobs(
+                    connection, await _oldest_finished(connection, all_bytes + size - max_bytes)
+                )
             job_id = await connection.fetchval(
-                "INSERT INTO jobs (status, created_at, total, done, failed) "
-                f"VALUES ('ongoing', {NOW}, $1, $2, $2) RETURNING id",
+                "INSERT INTO jobs (status, created_at, total, done, failed, bytes) "
+                f"VALUES ('ongoing', {NOW}, $1, $2, $2, $3) RETURNING id",
                 total,
                 failed,
+                size,
             )
             await _copy_job(connection, job_id, visits, stores, unknown)
             if failed == total:
@@ -441,6 +458,7 @@ class PostgresJobStore:
 
     async def sweep(self) -> int:
         ttl, keep = self._settings.job_ttl, self._settings.max_finished_jobs
+        max_bytes = self._settings.max_database_bytes
 
         async def doomed(connection: Connection) -> list[int]:
             if not await connection.fetchval("SELECT pg_try_advisory_xact_lock($1)", SWEEP_LOCK):
@@ -452,22 +470,22 @@ class PostgresJobStore:
                 ttl,
                 keep,
             )
-            return sorted(row[0] for row in rows)
+            jobs = {row[0] for row in rows}
+            if max_bytes:
+                total = await connection.fetchval(
+                    "SELECT COALESCE(SUM(bytes), 0) FROM jobs WHERE NOT (id = ANY($1::bigint[]))",
+                    list(jobs),
+                )
+                if total > max_bytes:
+                    jobs |= set(await _oldest_finished(connection, total - max_bytes, jobs))
+            return sorted(jobs)
 
         jobs = await self._transaction(doomed)
         for start in range(0, len(jobs), SWEEP_JOBS_PER_TRANSACTION):
             chunk = jobs[start : start + SWEEP_JOBS_PER_TRANSACTION]
 
             async def delete(connection: Connection, chunk: list[int] = chunk) -> None:
-                for table, column in (
-                    ("images", "job_id"),
-                    ("visits", "job_id"),
-                    ("store_failures", "job_id"),
-                    ("jobs", "id"),
-                ):
-                    await connection.execute(
-                        f"DELETE FROM {table} WHERE {column} = ANY($1::bigint[])", chunk
-                    )
+                await _delete_jobs(connection, chunk)
 
             await self._transaction(delete)
         return len(jobs)
@@ -517,6 +535,34 @@ class PostgresJobStore:
             ReplicaRecord(row[0].hex, row[1], row[2], row[3], row[4], row[5], max(0.0, row[6]))
             for row in rows
         ]
+
+
+async def _oldest_finished(
+    connection: Connection, excess: int, already: set[int] | None = None
+) -> list[int]:
+    """The oldest finished jobs (beyond ``already``) whose sizes add up to ``excess``."""
+    rows = await connection.fetch(
+        "SELECT id, bytes FROM jobs WHERE finished_at IS NOT NULL ORDER BY finished_at, id"
+    )
+    chosen: list[int] = []
+    freed = 0
+    for job_id, size in rows:
+        if freed >= excess:
+            break
+        if already is None or job_id not in already:
+            chosen.append(job_id)
+            freed += size
+    return chosen
+
+
+async def _delete_jobs(connection: Connection, jobs: list[int]) -> None:
+    for table, column in (
+        ("images", "job_id"),
+        ("visits", "job_id"),
+        ("store_failures", "job_id"),
+        ("jobs", "id"),
+    ):
+        await connection.execute(f"DELETE FROM {table} WHERE {column} = ANY($1::bigint[])", jobs)
 
 
 async def _copy_job(

@@ -30,15 +30,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from service.errors import StoreUnavailable
+from service.errors import StoreFull, StoreUnavailable
 from service.jobs.memory_store import overloaded
 from service.jobs.model import (
     ImageRow,
     JobStatus,
     JobSummary,
     Visit,
+    estimated_bytes,
     image_error,
     store_error,
+    summary_bytes,
     unknown_store_error,
 )
 from service.jobs.queries import (
@@ -74,8 +76,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# Finished jobs' answers kept in memory, so polls of a finished job read no database.
-FINISHED_CACHE_ENTRIES = 1000
 # Jobs deleted per transaction by the sweep, so a flush of results never waits long.
 SWEEP_JOBS_PER_TRANSACTION = 20
 # Pages handed back to the file system per sweep (``auto_vacuum=INCREMENTAL``).
@@ -88,12 +88,13 @@ class StoreLocked(StoreOpenError):
 
 @dataclass(slots=True)
 class _Live:
-    """An ongoing job's progress as committed."""
+    """An ongoing job's progress as committed, and its estimated size."""
 
     created_at: datetime
     total: int
     done: int
     failed: int
+    size: int
 
     def summary(self, job_id: int) -> JobSummary:
         return JobSummary(
@@ -120,6 +121,39 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 def _unavailable(exc: sqlite3.Error) -> StoreUnavailable:
     return StoreUnavailable(f"job store unavailable: {exc}")
+
+
+class _SummaryCache:
+    """Finished jobs' answers, so a poll of a finished job reads no database; bounded by the
+    bytes they hold (their error lists), least recently used out first."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._entries: OrderedDict[int, tuple[JobSummary, int]] = OrderedDict()
+        self.bytes = 0
+
+    def get(self, job_id: int) -> JobSummary | None:
+        entry = self._entries.get(job_id)
+        if entry is None:
+            return None
+        self._entries.move_to_end(job_id)
+        return entry[0]
+
+    def put(self, summary: JobSummary) -> None:
+        self.drop(summary.job_id)
+        size = summary_bytes(summary)
+        if size > self._limit:
+            return  # it alone would fill the cache: read it from the file each time
+        self._entries[summary.job_id] = (summary, size)
+        self.bytes += size
+        while self.bytes > self._limit:
+            _, (_, evicted) = self._entries.popitem(last=False)
+            self.bytes -= evicted
+
+    def drop(self, job_id: int) -> None:
+        entry = self._entries.pop(job_id, None)
+        if entry is not None:
+            self.bytes -= entry[1]
 
 
 class _Writer:
@@ -202,6 +236,8 @@ class SqliteJobStore:
         *,
         ttl: float,
         max_finished: int,
+        finished_cache_bytes: int = 64_000_000,
+        max_database_bytes: int = 0,
         clock: Callable[[], float] = time.time,
         replica: Replica | None = None,
     ) -> None:
@@ -217,8 +253,11 @@ class SqliteJobStore:
         self._lock_file: int | None = None
         self._live: dict[int, _Live] = {}
         self._pending = 0
-        self._finished: OrderedDict[int, JobSummary] = OrderedDict()
+        self._finished = _SummaryCache(finished_cache_bytes)
         self._finished_count = 0
+        # Estimated bytes of every job in the file, and of the unfinished ones alone.
+        self._max_bytes = max_database_bytes
+        self._total_bytes = 0
         self._write_failure: str | None = None
 
     @property
@@ -230,11 +269,14 @@ class SqliteJobStore:
     async def open(self) -> None:
         await self._open_and_migrate()
         self._reader = _connect(self._path)
-        for job_id, created_at, total, done, failed in self._reader.execute(
-            "SELECT id, created_at, total, done, failed FROM jobs WHERE status = 'ongoing'"
+        for job_id, created_at, total, done, failed, size in self._reader.execute(
+            "SELECT id, created_at, total, done, failed, bytes FROM jobs WHERE status = 'ongoing'"
         ):
-            self._live[job_id] = _Live(moment(created_at), total, done, failed)
+            self._live[job_id] = _Live(moment(created_at), total, done, failed, size)
             self._pending += total - done
+        self._total_bytes = (
+            self._read().execute("SELECT COALESCE(SUM(bytes), 0) FROM jobs").fetchone()[0]
+        )
         self._finished_count = (
             self._read()
             .execute("SELECT count(*) FROM jobs WHERE finished_at IS NOT NULL")
@@ -308,7 +350,11 @@ class SqliteJobStore:
 
     @property
     def needs_sweep(self) -> bool:
-        return self._finished_count > self._max_finished
+        over_size = self._max_bytes > 0 and self._total_bytes > self._max_bytes
+        return over_size or self._finished_count > self._max_finished
+
+    def _ongoing_bytes(self) -> int:
+        return sum(live.size for live in self._live.values())
 
     def _read(self) -> sqlite3.Connection:
         if self._reader is None:
@@ -334,18 +380,22 @@ class SqliteJobStore:
         images = sum(len(visit.image_urls) for visit in visits)
         if self._pending + images > max_pending:
             raise overloaded(self._pending, images, max_pending)
+        size = estimated_bytes(visits)
+        if self._max_bytes:
+            await self._make_room(size)
         created_at = self._clock()
         job_id, unknown, finished = await self._write(
             lambda connection: _transaction(
-                connection, lambda: _insert_job(connection, created_at, visits, stores)
+                connection, lambda: _insert_job(connection, created_at, visits, stores, size)
             )
         )
+        self._total_bytes += size
         failed = sum(unknown.values())
         if finished is not None:
             self._finished_count += 1
             self._remember_finished(finished)
         else:
-            self._live[job_id] = _Live(moment(created_at), images, failed, failed)
+            self._live[job_id] = _Live(moment(created_at), images, failed, failed, size)
             self._pending += images - failed
         return CreatedJob(job_id, images, unknown, finished)
 
@@ -371,10 +421,21 @@ class SqliteJobStore:
             self._remember_finished(summary)
         return Recorded([batch[position] for position in committed.accepted], committed.finished)
 
+    async def _make_room(self, size: int) -> None:
+        """Delete old finished jobs for a new one of ``size``; ``StoreFull`` if unfinished
+        work alone leaves no room."""
+        ongoing = self._ongoing_bytes()
+        if ongoing + size > self._max_bytes:
+            raise StoreFull(
+                f"job store is full: unfinished jobs hold about {ongoing} bytes, this job "
+                f"needs {size}, max_database_bytes is {self._max_bytes}; retry later"
+            )
+        excess = self._total_bytes + size - self._max_bytes
+        if excess > 0:
+            await self.sweep(excess)
+
     def _remember_finished(self, summary: JobSummary) -> None:
-        self._finished[summary.job_id] = summary
-        while len(self._finished) > FINISHED_CACHE_ENTRIES:
-            self._finished.popitem(last=False)
+        self._finished.put(summary)
 
     async def unfinished(self) -> list[UnfinishedJob]:
         found: list[UnfinishedJob] = []
@@ -389,14 +450,19 @@ class SqliteJobStore:
             found.append(UnfinishedJob(job_id, tasks))
         return found
 
-    async def sweep(self) -> int:
+    async def sweep(self, excess_bytes: int = 0) -> int:
+        """Delete expired finished jobs, those past the count, and the oldest finished ones
+        until ``excess_bytes`` (or whatever is over ``max_database_bytes``) is freed."""
         cutoff = self._clock() - self._ttl
+        if self._max_bytes:
+            excess_bytes = max(excess_bytes, self._total_bytes - self._max_bytes)
         deleted = await self._write(
-            lambda connection: _sweep(connection, cutoff, self._max_finished)
+            lambda connection: _sweep(connection, cutoff, self._max_finished, excess_bytes)
         )
         self._finished_count -= len(deleted)
-        for job_id in deleted:
-            self._finished.pop(job_id, None)
+        for job_id, size in deleted:
+            self._total_bytes -= size
+            self._finished.drop(job_id)
         return len(deleted)
 
     # -- reads ---------------------------------------------------------------
@@ -498,11 +564,13 @@ def _insert_job(
     created_at: float,
     visits: Sequence[Visit],
     stores: Sequence[Store | None],
+    size: int,
 ) -> tuple[int, dict[str, int], JobSummary | None]:
     total = sum(len(visit.image_urls) for visit in visits)
     cursor = connection.execute(
-        "INSERT INTO jobs (status, created_at, total, done, failed) VALUES ('ongoing', ?, ?, 0, 0)",
-        (created_at, total),
+        "INSERT INTO jobs (status, created_at, total, done, failed, bytes) "
+        "VALUES ('ongoing', ?, ?, 0, 0, ?)",
+        (created_at, total, size),
     )
     job_id = cursor.lastrowid
     assert job_id is not None
@@ -662,24 +730,29 @@ def _finish(connection: sqlite3.Connection, job_id: int, finished_at: float) -> 
     return summary_of(row)
 
 
-def _sweep(connection: sqlite3.Connection, cutoff: float, keep: int) -> list[int]:
-    expired = [
-        job_id
-        for (job_id,) in connection.execute(
-            "SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at <= ?", (cutoff,)
-        )
-    ]
-    beyond = [
-        job_id
-        for (job_id,) in connection.execute(
-            "SELECT id FROM jobs WHERE finished_at IS NOT NULL "
-            "ORDER BY finished_at DESC, id DESC LIMIT -1 OFFSET ?",
-            (keep,),
-        )
-    ]
-    doomed = sorted(set(expired) | set(beyond))
-    for start in range(0, len(doomed), SWEEP_JOBS_PER_TRANSACTION):
-        chunk = doomed[start : start + SWEEP_JOBS_PER_TRANSACTION]
+def _sweep(
+    connection: sqlite3.Connection, cutoff: float, keep: int, excess_bytes: int
+) -> list[tuple[int, int]]:
+    """Delete what retention says must go; returns (job id, estimated bytes) of each."""
+    finished = connection.execute(
+        "SELECT id, finished_at, bytes FROM jobs WHERE finished_at IS NOT NULL "
+        "ORDER BY finished_at DESC, id DESC"
+    ).fetchall()
+    doomed: dict[int, int] = {}
+    for position, (job_id, finished_at, size) in enumerate(finished):
+        if finished_at <= cutoff or position >= keep:
+            doomed[job_id] = size
+    # By size: the oldest finished jobs first, until enough is freed.
+    freed = sum(doomed.values())
+    for job_id, _, size in reversed(finished):
+        if freed >= excess_bytes:
+            break
+        if job_id not in doomed:
+            doomed[job_id] = size
+            freed += size
+    jobs = sorted(doomed)
+    for start in range(0, len(jobs), SWEEP_JOBS_PER_TRANSACTION):
+        chunk = jobs[start : start + SWEEP_JOBS_PER_TRANSACTION]
 
         def delete(chunk: list[int] = chunk) -> None:
             for table, column in (
@@ -693,6 +766,6 @@ def _sweep(connection: sqlite3.Connection, cutoff: float, keep: int) -> list[int
                 )
 
         _transaction(connection, delete)
-    if doomed:
+    if jobs:
         connection.execute(f"PRAGMA incremental_vacuum({VACUUM_PAGES})")
-    return doomed
+    return [(job_id, doomed[job_id]) for job_id in jobs]

@@ -13,10 +13,11 @@ from aiohttp.test_utils import TestClient
 
 from service.api import keys
 from service.config import Settings
+from service.jobs.model import Visit, estimated_bytes
 from service.outcomes import MAX_ERROR_LENGTH
 from tests.support.fault_host import FaultHost
 from tests.support.image_host import ImageHost
-from tests.support.jobs import job_ids, payload, submit, visit
+from tests.support.jobs import job_ids, payload, post_job, submit, visit
 from tests.support.polling import wait_for_status
 
 
@@ -238,3 +239,22 @@ async def test_concurrent_submits_cannot_overshoot_the_cap(
     # The cap is checked inside the job manager, one submit at a time: 2 + 2 fit, 2 more not.
     assert sorted(response.status for response in responses) == [201, 201, 503, 503, 503, 503]
     assert client.app[keys.JOB_MANAGER].pending_images == 4
+
+
+async def test_a_store_full_of_unfinished_work_answers_503_with_retry_after(
+    make_client: Callable[..., Any], make_settings: Callable[..., Settings], image_host: ImageHost
+) -> None:
+    held = visit("RP00001", image_host.url("/hold/4x4.png"))
+    client = await make_client(make_settings(max_database_bytes=2 * estimated_bytes_of(held)))
+    for _ in range(2):
+        await submit(client, held)
+    response = await post_job(client, payload(held), expect=503)
+    assert response.headers["Retry-After"]
+    assert "job store is full" in (await response.json())["error"]
+    assert len(await job_ids(client)) == 2
+
+
+def estimated_bytes_of(wire_visit: dict[str, Any]) -> int:
+    return estimated_bytes(
+        [Visit(wire_visit["store_id"], wire_visit["visit_time"], tuple(wire_visit["image_url"]))]
+    )

@@ -10,8 +10,8 @@ import asyncpg
 import pytest
 
 from service.config import Settings
-from service.errors import Overloaded
-from service.jobs.model import JobStatus, Visit
+from service.errors import Overloaded, StoreFull
+from service.jobs.model import JobStatus, Visit, estimated_bytes
 from service.jobs.postgres_store import PostgresJobStore
 from service.outcomes import FailureKind, ImageOutcome
 from service.pipeline.fair_queue import ImageTask
@@ -224,3 +224,20 @@ async def test_a_schema_newer_than_the_code_is_refused(
         await connection.close()
     with pytest.raises(Exception, match="schema is version 999, newer than this code knows"):
         await open_store()
+
+
+async def test_max_database_bytes_deletes_old_finished_jobs_then_refuses(
+    open_store: StoreFactory,
+) -> None:
+    size = estimated_bytes([visit(1)])
+    store = await open_store(max_database_bytes=3 * size)
+    ids = []
+    for _ in range(5):
+        created = await store.create([visit(1)], [SHOP], max_pending=100)
+        await store.record(settle(await store.claim(10)))
+        ids.append(created.job_id)
+    assert [job.job_id for job in await store.recent(10)] == ids[:-4:-1]
+    for _ in range(3):
+        await store.create([visit(1)], [SHOP], max_pending=100)
+    with pytest.raises(StoreFull, match="job store is full"):
+        await store.create([visit(1)], [SHOP], max_pending=100)

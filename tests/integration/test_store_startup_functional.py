@@ -11,6 +11,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from service.jobs.schema import migrations
 from tests.support.processes import REPO_ROOT, ServiceProcess, free_port
 
 pytestmark = pytest.mark.slow
@@ -72,25 +73,47 @@ def test_a_missing_directory_is_one_line(stores_csv: Path, tmp_path: Path) -> No
     assert "directory" in line and "does not exist" in line
 
 
+LATEST = len(migrations("sqlite"))
+
+
 def test_migrate_creates_the_schema_once_and_refuses_a_newer_one(tmp_path: Path) -> None:
     path = tmp_path / "jobs.db"
     for _ in range(2):  # a second run finds nothing to do
         result = run_service("migrate", "--store", f"sqlite:///{path}")
         assert result.returncode == 0, result.stderr
-        assert "is at schema version 1" in result.stdout
+        assert f"is at schema version {LATEST}" in result.stdout
     with sqlite3.connect(path) as connection:
         tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
         assert {"jobs", "visits", "images", "store_failures"} <= tables
         connection.execute("PRAGMA user_version = 99")
     line = one_line_error(run_service("migrate", "--store", f"sqlite:///{path}"))
-    assert "schema is version 99, newer than this code knows (1)" in line
+    assert f"schema is version 99, newer than this code knows ({LATEST})" in line
+
+
+def test_an_older_schema_is_migrated_with_its_jobs_kept(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.db"
+    first = migrations("sqlite")[0]
+    with sqlite3.connect(path) as connection:
+        connection.executescript(first.sql)
+        connection.execute("PRAGMA user_version = 1")
+        connection.execute(
+            "INSERT INTO jobs (status, created_at, finished_at, total, done, failed, errors) "
+            "VALUES ('completed', 1.0, 2.0, 0, 0, 0, '[]')"
+        )
+    result = run_service("migrate", "--store", f"sqlite:///{path}")
+    assert result.returncode == 0, result.stderr
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("PRAGMA user_version").fetchone() == (LATEST,)
+        assert connection.execute("SELECT id, status, bytes FROM jobs").fetchall() == [
+            (1, "completed", 0)
+        ]
 
 
 @pytest.mark.postgres
 def test_migrate_on_postgresql(postgres_url: str) -> None:
     result = run_service("migrate", "--store", postgres_url)
     assert result.returncode == 0, result.stderr
-    assert "is at schema version 1" in result.stdout
+    assert f"is at schema version {len(migrations('postgres'))}" in result.stdout
 
     async def tables() -> set[str]:
         connection = await asyncpg.connect(postgres_url)
