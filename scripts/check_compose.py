@@ -110,7 +110,10 @@ def _service_problems(service: dict[str, Any], dockerfile: str) -> list[str]:
     for name in environment:
         if not name.startswith("RP_"):
             found.append(f"environment sets {name}; configuration is RP_* variables only")
-    grace = float(environment.get("RP_SHUTDOWN_GRACE") or Settings().shutdown_grace)
+    try:
+        grace = float(environment.get("RP_SHUTDOWN_GRACE") or Settings().shutdown_grace)
+    except ValueError:
+        return [*found, "RP_SHUTDOWN_GRACE is not a number of seconds"]
     needed = grace + HTTP_SHUTDOWN_TIMEOUT
     stop_grace = _duration(service.get("stop_grace_period", "10s"))
     if stop_grace is None or stop_grace < needed:
@@ -194,8 +197,12 @@ def replica_problems(compose: Any, dockerfile: str, base: Path) -> list[str]:
     if len(balancers) != 1:
         found.append(f"{len(balancers)} haproxy services; the layout has one load balancer")
     else:
-        port = int(_environment(replica).get("RP_PORT") or _dockerfile_env(dockerfile, "RP_PORT"))
-        found += _balancer_problems(balancers[0], services[balancers[0]], port, replicas, base)
+        port = _environment(replica).get("RP_PORT") or _dockerfile_env(dockerfile, "RP_PORT")
+        if port is None or not port.isdigit():
+            found.append(f"RP_PORT {port} is not a port number")
+        else:
+            balancer = services[balancers[0]]
+            found += _balancer_problems(balancers[0], balancer, int(port), replicas, base)
     for name, service in services.items():
         if service.get("ports") and name not in (SERVICE, *balancers):
             found.append(f"{name} publishes ports: only the load balancer may")

@@ -171,6 +171,10 @@ ONE_NODE_BREAKS = [
     (_set("retail-pulse.environment.LOG_LEVEL", "debug"), "environment sets LOG_LEVEL"),
     (_set("retail-pulse.healthcheck", {"test": ["CMD", "true"]}), "healthcheck must run"),
     (
+        _set("retail-pulse.environment.RP_SHUTDOWN_GRACE", "${GRACE}"),
+        "RP_SHUTDOWN_GRACE is not a number of seconds",
+    ),
+    (
         _set("retail-pulse.environment.RP_SHUTDOWN_GRACE", "60"),
         "stop_grace_period 30s is under 65s (shutdown_grace 60s + 5s for connections)",
     ),
@@ -260,6 +264,7 @@ REPLICA_BREAKS = [
     (_set("balancer.ports", None), "balancer publishes 0 ports; the load balancer has one"),
     (_set("balancer.ports", ["80:80"]), "balancer publishes 80:80, a port its config does not"),
     (_set("balancer.volumes", []), "balancer: no config bind-mounted at"),
+    (_set("retail-pulse.environment.RP_PORT", "http"), "RP_PORT http is not a port number"),
     (
         lambda services: services["balancer"]["volumes"][0].update(source="./nowhere.cfg"),
         "balancer: cannot read its config",
