@@ -44,10 +44,12 @@ lint: $(VENV)/.installed-test
 postman: $(VENV)/.installed-run
 	bash scripts/postman.sh $(BIN)/python
 
-# Lint the Dockerfile (no Docker engine needed) and check docker-compose.yml against it.
+# Lint the Dockerfile (no Docker engine needed); check both compose files against it, and
+# the replicas layout's HAProxy config by its structure.
 hadolint: $(VENV)/.installed-ci
 	$(BIN)/hadolint --config .hadolint.yaml Dockerfile
-	$(BIN)/python scripts/check_compose.py docker-compose.yml Dockerfile
+	$(BIN)/python -m scripts.check_compose docker-compose.yml Dockerfile
+	$(BIN)/python -m scripts.check_compose --replicas docker-compose.replicas.yml Dockerfile
 
 # The image's install path without Docker: wheel from a clean checkout, fresh venv, one job.
 wheel-check: $(VENV)/.installed-run
