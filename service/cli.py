@@ -15,11 +15,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["EXIT_COMPLETED", "EXIT_FAILED", "EXIT_USAGE", "main"]
+__all__ = ["EXIT_CANCELLED", "EXIT_COMPLETED", "EXIT_FAILED", "EXIT_USAGE", "main"]
 
 EXIT_COMPLETED = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2  # also bad input and connection errors: the job's fate is unknown
+EXIT_CANCELLED = 3
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 COPY_CHUNK = 64 * 1024
@@ -81,7 +82,9 @@ def _error_text(exc: urllib.error.HTTPError) -> str:
 
 
 def _status_exit(status: dict[str, Any]) -> int:
-    return EXIT_COMPLETED if status.get("status") == "completed" else EXIT_FAILED
+    return {"completed": EXIT_COMPLETED, "cancelled": EXIT_CANCELLED}.get(
+        str(status.get("status")), EXIT_FAILED
+    )
 
 
 class ProgressBar:
@@ -148,6 +151,18 @@ def cmd_status(client: Client, args: argparse.Namespace) -> int:
     return EXIT_COMPLETED
 
 
+def cmd_cancel(client: Client, args: argparse.Namespace) -> int:
+    status = client.post_json(_job_path(args.job_id, "/cancel"), {})
+    print(json.dumps(status, indent=2))
+    return EXIT_CANCELLED
+
+
+def cmd_retry(client: Client, args: argparse.Namespace) -> int:
+    queued = client.post_json(_job_path(args.job_id, "/retry"), {})
+    print(json.dumps(queued))
+    return EXIT_COMPLETED
+
+
 def cmd_results(client: Client, args: argparse.Namespace) -> int:
     if args.csv is None:
         page = client.get_json(
@@ -206,6 +221,14 @@ def _parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="print a job's status")
     status.add_argument("job_id")
     status.set_defaults(run=cmd_status)
+
+    cancel = commands.add_parser("cancel", help="cancel a job (exit code 3 once cancelled)")
+    cancel.add_argument("job_id")
+    cancel.set_defaults(run=cmd_cancel)
+
+    retry = commands.add_parser("retry", help="process a failed job's failed images again")
+    retry.add_argument("job_id")
+    retry.set_defaults(run=cmd_retry)
 
     results = commands.add_parser("results", help="print or download a job's results")
     results.add_argument("job_id")

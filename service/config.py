@@ -163,6 +163,12 @@ class StoreSettings:
     max_pending_images: int
     finished_cache_bytes: int
     max_database_bytes: int
+    idempotency_ttl: float
+
+    @property
+    def key_ttl(self) -> float:
+        """How long an idempotency key is kept: never past its job (whose id it replays)."""
+        return min(self.idempotency_ttl, self.job_ttl)
 
     @property
     def database(self) -> DatabaseUrl:
@@ -234,6 +240,7 @@ class Settings:
     max_finished_jobs: int = _setting(10_000, _positive)
     finished_cache_bytes: int = _setting(64_000_000, _positive)
     max_database_bytes: int = _setting(0, _non_negative)
+    idempotency_ttl: float = _setting(86_400.0, _positive)
     shutdown_grace: float = _setting(10.0, _non_negative)
     unsaved_results_limit: int = _setting(100_000, _positive)
 

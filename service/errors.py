@@ -5,7 +5,17 @@ Lower wings raise these; ``api/middlewares.py`` alone turns them into responses.
 
 from __future__ import annotations
 
-__all__ = ["Overloaded", "ServiceError", "ShuttingDown", "StoreFull", "StoreUnavailable"]
+__all__ = [
+    "IdempotencyMismatch",
+    "JobConflict",
+    "JobError",
+    "JobNotFound",
+    "Overloaded",
+    "ServiceError",
+    "ShuttingDown",
+    "StoreFull",
+    "StoreUnavailable",
+]
 
 # What a refusal asks clients to wait before trying again, in seconds.
 DEFAULT_RETRY_AFTER = 5.0
@@ -37,3 +47,23 @@ class StoreUnavailable(ServiceError):
 
 class StoreFull(ServiceError):
     """The job store holds ``max_database_bytes`` of unfinished work: no room for a new job."""
+
+
+class JobError(Exception):
+    """What a client asked of a job cannot be done; the message says why."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class JobNotFound(JobError):
+    """No such job (never issued, or deleted by retention)."""
+
+
+class JobConflict(JobError):
+    """The job is not in a state that allows this (cancel a finished job, retry an ongoing one)."""
+
+
+class IdempotencyMismatch(JobError):
+    """An Idempotency-Key already used with a different request body."""

@@ -13,6 +13,8 @@ from enum import StrEnum
 
 __all__ = [
     "MAX_ERROR_LENGTH",
+    "PERMANENT_FAILURES",
+    "RETRYABLE_FAILURES",
     "SHUTDOWN_REASON",
     "UNKNOWN_STORE_REASON",
     "FailureKind",
@@ -49,6 +51,22 @@ class FailureKind(StrEnum):
     UNKNOWN_STORE = "unknown_store"
     SHUTDOWN = "shutdown"
     INTERNAL = "internal"  # a worker crash, a cancelled call or a bug
+
+
+# Failures a retry cannot change: the same URL, store master and limits fail the same way.
+PERMANENT_FAILURES = frozenset(
+    {
+        FailureKind.UNKNOWN_STORE,
+        FailureKind.REFUSED_ADDRESS,
+        FailureKind.REDIRECT_REFUSED,
+        FailureKind.INVALID_URL,
+        FailureKind.PIXELS,
+        FailureKind.TOO_MANY_SCANS,
+    }
+)
+# What POST /api/jobs/<id>/retry processes again: everything else, a 404 included (an
+# image is often uploaded after its visit was submitted).
+RETRYABLE_FAILURES = frozenset(FailureKind) - PERMANENT_FAILURES
 
 
 @dataclass(frozen=True, slots=True)

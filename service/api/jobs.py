@@ -12,6 +12,7 @@ from aiohttp import HttpVersion11, hdrs, web
 from service.api import keys
 from service.api.content_coding import decode_body, request_coding
 from service.api.errors import BadRequest, ExpectationFailed, NotFound, PayloadTooLarge
+from service.api.idempotency import REPLAYED_HEADER, has_idempotency_key, idempotency_key
 from service.api.json_body import json_response
 from service.api.middlewares import error_response
 from service.api.params import page_limit, path_job_id
@@ -20,6 +21,7 @@ from service.api.schemas import (
     JobCreatedSchema,
     JobDetailSchema,
     PageQuerySchema,
+    RetryAcceptedSchema,
     Submission,
     parse_job_id,
 )
@@ -36,6 +38,7 @@ routes = web.RouteTableDef()
 _THREAD_PARSE_BYTES = 256 * 1024
 
 _created_schema = JobCreatedSchema()
+_retried_schema = RetryAcceptedSchema()
 _detail_schema = JobDetailSchema()
 _health_schema = HealthSchema()
 _page_query_schema = PageQuerySchema()
@@ -104,15 +107,24 @@ async def _expect_within_limit(request: web.Request) -> web.StreamResponse | Non
 @routes.post("/api/submit/", expect_handler=_expect_within_limit)
 @routes.post("/api/submit", expect_handler=_expect_within_limit)
 async def submit_job(request: web.Request) -> web.Response:
-    request.app[keys.JOB_MANAGER].check_admission()
+    manager = request.app[keys.JOB_MANAGER]
+    if not has_idempotency_key(request):
+        # A replay is answered even when the service is full, so only a submit without
+        # a key is refused before its body is read.
+        manager.check_admission()
     body, size = await _read_json_object(request)
     schema = request.app[keys.SUBMIT_SCHEMA]
     if size > _THREAD_PARSE_BYTES:
         submission: Submission = await asyncio.to_thread(schema.load, body)
     else:
         submission = schema.load(body)
-    job_id = await request.app[keys.JOB_MANAGER].submit(submission.visits)
-    return json_response(_created_schema.dump({"job_id": job_id}), status=201)
+    key = idempotency_key(request, body)
+    created = await manager.submit(submission.visits, key)
+    headers = {REPLAYED_HEADER: "true"} if created.replayed else None
+    response = json_response(_created_schema.dump({"job_id": created.job_id}), status=201)
+    if headers:
+        response.headers.update(headers)
+    return response
 
 
 @routes.get("/api/status")
@@ -125,10 +137,29 @@ async def job_status(request: web.Request) -> web.Response:
     # Built directly rather than through StatusSchema.dump (which documents it): the
     # hot poll, and a failed job's error list can name thousands of stores, where
     # marshmallow spends ~13 ms per 5,000 on the loop.
+    return json_response(status_body(summary))
+
+
+def status_body(summary: JobSummary) -> dict[str, Any]:
+    """What /api/status answers for a job: its status, and its failed stores if any."""
     body: dict[str, Any] = {"status": summary.status.value, "job_id": summary.job_id}
     if summary.errors:
         body["error"] = _store_errors(summary)
-    return json_response(body)
+    return body
+
+
+@routes.post("/api/jobs/{job_id}/cancel")
+async def cancel_job(request: web.Request) -> web.Response:
+    summary = await request.app[keys.JOB_MANAGER].cancel(path_job_id(request))
+    # 202: images in flight may still finish and be recorded, though the job has ended.
+    return json_response(status_body(summary), status=202)
+
+
+@routes.post("/api/jobs/{job_id}/retry")
+async def retry_job(request: web.Request) -> web.Response:
+    job_id = path_job_id(request)
+    queued = await request.app[keys.JOB_MANAGER].retry(job_id)
+    return json_response(_retried_schema.dump({"job_id": job_id, "queued": queued}), status=202)
 
 
 def _store_errors(summary: JobSummary) -> list[dict[str, str]]:

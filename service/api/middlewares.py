@@ -11,13 +11,19 @@ from marshmallow import ValidationError
 
 from service.api.errors import ApiError
 from service.api.schemas import flatten_messages
-from service.errors import ServiceError
+from service.errors import IdempotencyMismatch, JobConflict, JobError, JobNotFound, ServiceError
 
 __all__ = ["error_middleware", "error_response"]
 
 log = logging.getLogger(__name__)
 
 MAX_MESSAGES_IN_SUMMARY = 5
+
+_JOB_ERROR_STATUS: dict[type[JobError], int] = {
+    JobNotFound: 404,
+    JobConflict: 409,
+    IdempotencyMismatch: 422,
+}
 
 
 def error_body(message: str, details: object = None) -> dict[str, object]:
@@ -40,6 +46,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except ApiError as exc:
         return error_response(exc)
+    except JobError as exc:
+        return web.json_response(error_body(exc.message), status=_JOB_ERROR_STATUS[type(exc)])
     except ServiceError as exc:
         # Overloaded or shutting down: the client should come back, and says when.
         retry_after = str(max(1, math.ceil(exc.retry_after)))

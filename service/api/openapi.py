@@ -25,6 +25,7 @@ from service.api.schemas import (
     ReplicaListSchema,
     ResultsPageSchema,
     ResultsQuerySchema,
+    RetryAcceptedSchema,
     StatusSchema,
     SubmitSchema,
 )
@@ -95,14 +96,37 @@ def _operations(settings: Settings) -> dict[str, dict[str, Any]]:
             "bytes (413 past it), and may be sent with `Content-Encoding: gzip` or `deflate` "
             "(the decoded body counts against the limit; other codings are 415). With "
             "`Expect: 100-continue`, a declared `Content-Length` over the limit is answered "
-            "413 at once, without `100 Continue`.",
+            "413 at once, without `100 Continue`. With an `Idempotency-Key`, a repeat of "
+            "the same key and the same body (the same JSON once parsed) answers the first "
+            "job's 201 with `Idempotent-Replayed: true`, even when the service is full; the "
+            "same key with another body is 422. Two concurrent submits with one key create "
+            "one job: the second waits for the first and gets the replay. A key is kept "
+            "only with a 201, for `idempotency_ttl` seconds.",
             "operationId": "submitJob",
+            "parameters": [
+                {
+                    "in": "header",
+                    "name": "Idempotency-Key",
+                    "required": False,
+                    "description": "Up to 255 printable ASCII characters, no spaces.",
+                    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                }
+            ],
             "requestBody": {
                 "required": True,
                 "content": {"application/json": {"schema": submit_schema}},
             },
             "responses": {
-                "201": _json(JobCreatedSchema, "The job was accepted."),
+                "201": {
+                    **_json(JobCreatedSchema, "The job was accepted (or replayed)."),
+                    "headers": {
+                        "Idempotent-Replayed": {
+                            "description": "`true` when an Idempotency-Key named an "
+                            "existing job and nothing new was created.",
+                            "schema": {"type": "string", "enum": ["true"]},
+                        }
+                    },
+                },
                 "400": _ERROR_400,
                 "413": _json(ErrorSchema, "The request body is too large."),
                 "415": _json(
@@ -110,6 +134,9 @@ def _operations(settings: Settings) -> dict[str, dict[str, Any]]:
                     "Unsupported Content-Encoding; `Accept-Encoding` names the ones accepted.",
                 ),
                 "417": _json(ErrorSchema, "An `Expect` other than `100-continue`."),
+                "422": _json(
+                    ErrorSchema, "The Idempotency-Key was used before with a different body."
+                ),
                 "503": _ERROR_503,
             },
         }
@@ -162,6 +189,44 @@ def _operations(settings: Settings) -> dict[str, dict[str, Any]]:
                     "200": _json(JobDetailSchema, "The job."),
                     "400": _ERROR_400,
                     "404": _ERROR_404,
+                    "503": _ERROR_503,
+                },
+            }
+        },
+        "/api/jobs/{job_id}/cancel": {
+            "post": {
+                "summary": "Cancel a job: no image of it starts any more",
+                "description": "The status becomes `cancelled` at once. Images already in "
+                "flight may finish; their results are recorded and shown. Images that never "
+                "started stay unsettled, with `state: cancelled` in the job's results.",
+                "operationId": "cancelJob",
+                "parameters": [_JOB_ID],
+                "responses": {
+                    "202": _json(StatusSchema, "Cancelled; the body is the job's status."),
+                    "400": _ERROR_400,
+                    "404": _ERROR_404,
+                    "409": _json(ErrorSchema, "The job had finished already."),
+                    "503": _ERROR_503,
+                },
+            }
+        },
+        "/api/jobs/{job_id}/retry": {
+            "post": {
+                "summary": "Process a failed job's failed images again",
+                "description": "Only for a `failed` job. Failures that cannot change are not "
+                "retried: unknown store, refused address or redirect, invalid URL, too many "
+                "pixels or JPEG scans, a decode deadline overrun. The job is `ongoing` again "
+                "in a new run; measured images keep their results. Passes admission control "
+                "like a submit.",
+                "operationId": "retryJob",
+                "parameters": [_JOB_ID],
+                "responses": {
+                    "202": _json(RetryAcceptedSchema, "Queued again."),
+                    "400": _ERROR_400,
+                    "404": _ERROR_404,
+                    "409": _json(
+                        ErrorSchema, "The job is not failed, or nothing in it can be retried."
+                    ),
                     "503": _ERROR_503,
                 },
             }

@@ -23,7 +23,7 @@ from marshmallow import (
 from yarl import URL
 
 from service.config import LimitSettings
-from service.jobs.model import Visit, normalise_visit_time
+from service.jobs.model import ImageState, JobStatus, Visit, normalise_visit_time
 from service.url_credentials import credentials_refusals, masked_urls
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "ReplicaListSchema",
     "ResultsPageSchema",
     "ResultsQuerySchema",
+    "RetryAcceptedSchema",
     "StatusSchema",
     "StoreErrorSchema",
     "Submission",
@@ -240,6 +241,11 @@ class PageQuerySchema(Schema):
     limit = fields.Integer(validate=validate.Range(min=1))
 
 
+# The assignment's three, and "cancelled" (POST /api/jobs/<id>/cancel).
+JOB_STATUSES = [status.value for status in JobStatus]
+IMAGE_STATES = [state.value for state in ImageState]
+
+
 class JobCreatedSchema(Schema):
     job_id = fields.Integer(required=True)
 
@@ -250,9 +256,7 @@ class StoreErrorSchema(Schema):
 
 
 class StatusSchema(Schema):
-    status = fields.String(
-        required=True, validate=validate.OneOf(["ongoing", "completed", "failed"])
-    )
+    status = fields.String(required=True, validate=validate.OneOf(JOB_STATUSES))
     job_id = fields.Integer(required=True)
     error = fields.List(fields.Nested(StoreErrorSchema))
 
@@ -261,6 +265,13 @@ class ProgressSchema(Schema):
     total = fields.Integer(required=True)
     done = fields.Integer(required=True)
     failed = fields.Integer(required=True)
+
+
+class RetryAcceptedSchema(Schema):
+    """A failed job back at work: how many of its images go again."""
+
+    job_id = fields.Integer(required=True)
+    queued = fields.Integer(required=True)
 
 
 class ImageResultSchema(Schema):
@@ -273,13 +284,13 @@ class ImageResultSchema(Schema):
     height = fields.Integer(allow_none=True)
     perimeter = fields.Integer(allow_none=True)
     error = fields.String(allow_none=True)
+    # pending, measured, failed, or cancelled (its job was cancelled before it started).
+    state = fields.String(validate=validate.OneOf(IMAGE_STATES))
 
 
 class JobDetailSchema(Schema):
     job_id = fields.Integer(required=True)
-    status = fields.String(
-        required=True, validate=validate.OneOf(["ongoing", "completed", "failed"])
-    )
+    status = fields.String(required=True, validate=validate.OneOf(JOB_STATUSES))
     created_at = fields.DateTime(required=True)
     finished_at = fields.DateTime(allow_none=True)
     progress = fields.Nested(ProgressSchema, required=True)
@@ -289,7 +300,6 @@ class JobDetailSchema(Schema):
     results = fields.List(fields.Nested(ImageResultSchema), required=True)
 
 
-JOB_STATUSES = ["ongoing", "completed", "failed"]
 RESULT_FORMATS = ["json", "csv"]
 
 

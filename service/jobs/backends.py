@@ -26,6 +26,7 @@ def create_store(settings: StoreSettings, replica: Replica) -> JobStore:
             max_finished=settings.max_finished_jobs,
             finished_cache_bytes=settings.finished_cache_bytes,
             max_database_bytes=settings.max_database_bytes,
+            idempotency_ttl=settings.key_ttl,
             replica=replica,
         )
     if database.kind is DatabaseKind.POSTGRESQL:
@@ -35,6 +36,7 @@ def create_store(settings: StoreSettings, replica: Replica) -> JobStore:
         ttl=settings.job_ttl,
         max_finished=settings.max_finished_jobs,
         finished_bytes=settings.finished_cache_bytes,
+        idempotency_ttl=settings.key_ttl,
         replica=replica,
     )
 

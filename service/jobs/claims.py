@@ -52,6 +52,7 @@ class ClaimingQueue:
         self._paused = False
         self._loops: list[asyncio.Task[None]] = []
         store.on_work = self._wake.set
+        store.on_cancel = self.remove
 
     def start(self) -> None:
         self._loops = [
@@ -140,5 +141,10 @@ class ClaimingQueue:
             await asyncio.sleep(self._heartbeat_every)
             try:
                 await self._store.heartbeat()
+                # A cancel whose notification was missed (LISTEN down) is found here.
+                held = self._local.job_ids()
+                if held:
+                    for job_id in await self._store.ended_jobs(held):
+                        self.remove(job_id)
             except StoreUnavailable as exc:
                 log.warning("cannot send the heartbeat", extra={"reason": exc.message})

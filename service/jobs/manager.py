@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from service.config import JobSettings
-from service.errors import ServiceError, ShuttingDown, StoreUnavailable
+from service.errors import JobError, ServiceError, ShuttingDown, StoreUnavailable
 from service.jobs.memory_store import overloaded
 from service.jobs.model import ImageRow, JobStatus, JobSummary, Visit
-from service.jobs.store import CreatedJob, JobStore
+from service.jobs.store import CreatedJob, IdempotencyKey, JobStore
 from service.outcomes import SHUTDOWN_REASON, FailureKind, ImageOutcome
 from service.pipeline.fair_queue import ImageTask
 from service.pipeline.flow import SettledImage
@@ -74,6 +74,19 @@ class JobObserver(Protocol):
 @dataclass(frozen=True, slots=True)
 class _Submit:
     visits: tuple[Visit, ...]
+    idempotency: IdempotencyKey | None
+    reply: asyncio.Future[CreatedJob]
+
+
+@dataclass(frozen=True, slots=True)
+class _Cancel:
+    job_id: int
+    reply: asyncio.Future[JobSummary]
+
+
+@dataclass(frozen=True, slots=True)
+class _Retry:
+    job_id: int
     reply: asyncio.Future[int]
 
 
@@ -100,7 +113,7 @@ class _Sweep:
     pass
 
 
-_Message = _Submit | _Outcomes | _Flush | _FailUnfinished | _Sweep
+_Message = _Submit | _Cancel | _Retry | _Outcomes | _Flush | _FailUnfinished | _Sweep
 _STOP = object()
 
 
@@ -234,10 +247,23 @@ class JobManager:
         if pending >= self._max_pending:
             raise overloaded(pending, 0, self._max_pending)
 
-    async def submit(self, visits: Sequence[Visit]) -> int:
+    async def submit(
+        self, visits: Sequence[Visit], idempotency: IdempotencyKey | None = None
+    ) -> CreatedJob:
+        """Create a job (or, for an Idempotency-Key seen before, answer its job: ``replayed``)."""
         if not self._accepting:
             raise ShuttingDown()
-        return await self._ask(lambda reply: _Submit(tuple(visits), reply))
+        return await self._ask(lambda reply: _Submit(tuple(visits), idempotency, reply))
+
+    async def cancel(self, job_id: int) -> JobSummary:
+        """Stop a job: no image of it starts any more; ``JobNotFound`` or ``JobConflict``."""
+        return await self._ask(lambda reply: _Cancel(job_id, reply))
+
+    async def retry(self, job_id: int) -> int:
+        """Process a failed job's retryable failed images again; returns how many."""
+        if not self._accepting:
+            raise ShuttingDown()
+        return await self._ask(lambda reply: _Retry(job_id, reply))
 
     def settle(self, settled: Sequence[SettledImage]) -> None:
         """The pipeline's report of images whose outcome is final (a ``SettleSink``)."""
@@ -301,8 +327,8 @@ class JobManager:
     async def _handle_safely(self, message: _Message) -> None:
         try:
             await self._handle(message)
-        except ServiceError as exc:
-            # Refusing (overload, shutdown, store down) is an answer, not a fault.
+        except (ServiceError, JobError) as exc:
+            # Refusing (overload, shutdown, store down, a finished job) is an answer.
             _fail(message, exc)
         except Exception as exc:
             # One bad message must not take job state down with it.
@@ -324,8 +350,12 @@ class JobManager:
 
     async def _handle(self, message: _Message) -> None:
         match message:
-            case _Submit(visits, reply):
-                _answer(reply, await self._create(visits))
+            case _Submit(visits, idempotency, reply):
+                _answer(reply, await self._create(visits, idempotency))
+            case _Cancel(job_id, reply):
+                _answer(reply, await self._cancel(job_id))
+            case _Retry(job_id, reply):
+                _answer(reply, await self._retry(job_id))
             case _Flush(reply):
                 if self._unsaved:
                     await self._record([])
@@ -337,13 +367,20 @@ class JobManager:
                 if evicted:
                     log.debug("deleted %d expired jobs", evicted)
 
-    async def _create(self, visits: tuple[Visit, ...]) -> int:
+    async def _create(
+        self, visits: tuple[Visit, ...], idempotency: IdempotencyKey | None
+    ) -> CreatedJob:
         if not self._accepting:
             raise ShuttingDown()
         stores = [self._store_master.get(visit.store_id) for visit in visits]
         # The store checks admission as it commits, so concurrent submits (on any
         # replica, for a shared store) cannot all slip under the cap.
-        created = await self._store.create(visits, stores, max_pending=self._max_pending)
+        created = await self._store.create(
+            visits, stores, max_pending=self._max_pending, idempotency=idempotency
+        )
+        if created.replayed:
+            log.info("submit replayed for its idempotency key", extra={"job_id": created.job_id})
+            return created
         log.info(
             "job created",
             extra={"job_id": created.job_id, "visits": len(visits), "images": created.total},
@@ -355,7 +392,26 @@ class JobManager:
         else:
             count = created.total - sum(created.unknown_stores.values())
             self._queue.add(created.job_id, _tasks(created.job_id, visits, stores), count)
-        return created.job_id
+        return created
+
+    async def _cancel(self, job_id: int) -> JobSummary:
+        summary = await self._store.cancel(job_id)
+        self._queue.remove(job_id)
+        self._update_all_settled()
+        log.info(
+            "job cancelled",
+            extra={"job_id": job_id, "done": summary.done, "images": summary.total},
+        )
+        self._notify(lambda observer: observer.job_finished(summary))
+        return summary
+
+    async def _retry(self, job_id: int) -> int:
+        reopened = await self._store.retry(job_id, max_pending=self._max_pending)
+        # Empty for a shared store, whose replicas claim the images (the add wakes them).
+        self._queue.add(job_id, iter(reopened.tasks), len(reopened.tasks))
+        self._update_all_settled()
+        log.info("job retried", extra={"job_id": job_id, "images": reopened.queued})
+        return reopened.queued
 
     async def _record(self, outcomes: list[SettledImage]) -> None:
         batch = self._unsaved + outcomes if self._unsaved else outcomes

@@ -13,14 +13,36 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
-from service.errors import Overloaded
+from service.errors import IdempotencyMismatch, JobConflict, JobNotFound, Overloaded
 from service.jobs.model import ImageRow, Job, JobStatus, JobSummary, Visit, estimated_bytes
-from service.jobs.store import CreatedJob, Recorded, ReplicaRecord, UnfinishedJob, this_replica
+from service.jobs.store import (
+    CreatedJob,
+    IdempotencyKey,
+    Recorded,
+    Reopened,
+    ReplicaRecord,
+    UnfinishedJob,
+    this_replica,
+)
+from service.outcomes import RETRYABLE_FAILURES
 from service.pipeline.flow import SettledImage
 from service.replica import Replica
 from service.store_master import Store
 
-__all__ = ["MemoryJobStore", "overloaded"]
+__all__ = ["MemoryJobStore", "check_retryable", "idempotency_mismatch", "overloaded"]
+
+
+def idempotency_mismatch(key: str) -> IdempotencyMismatch:
+    return IdempotencyMismatch(
+        "Idempotency-Key was already used with a different request body; "
+        "use a new key for a different job"
+    )
+
+
+def check_retryable(status: JobStatus) -> None:
+    """Only a failed job can be retried."""
+    if status is not JobStatus.FAILED:
+        raise JobConflict(f"job is {status.value}; only a failed job can be retried")
 
 
 def overloaded(pending: int, adds: int, limit: int) -> Overloaded:
@@ -45,9 +67,13 @@ class MemoryJobStore:
         ttl: float = math.inf,
         max_finished: int | None = None,
         finished_bytes: int | None = None,
+        idempotency_ttl: float = math.inf,
         clock: Callable[[], float] = time.monotonic,
         replica: Replica | None = None,
     ) -> None:
+        self._idempotency_ttl = idempotency_ttl
+        # Idempotency-Key -> (body hash, job id, when it was recorded).
+        self._keys: dict[str, tuple[str, int, float]] = {}
         self._replica = replica or Replica()
         # Finished jobs stay whole in memory: bounded by their estimated bytes too.
         self._max_finished_bytes = finished_bytes
@@ -83,8 +109,17 @@ class MemoryJobStore:
         return self._pending
 
     async def create(
-        self, visits: Sequence[Visit], stores: Sequence[Store | None], *, max_pending: int
+        self,
+        visits: Sequence[Visit],
+        stores: Sequence[Store | None],
+        *,
+        max_pending: int,
+        idempotency: IdempotencyKey | None = None,
     ) -> CreatedJob:
+        if idempotency is not None:
+            replay = self._replay(idempotency)
+            if replay is not None:
+                return replay
         images = sum(len(visit.image_urls) for visit in visits)
         if self._pending + images > max_pending:
             raise overloaded(self._pending, images, max_pending)
@@ -93,25 +128,76 @@ class MemoryJobStore:
         self._jobs[job.job_id] = job
         self._sizes[job.job_id] = estimated_bytes(visits)
         self._pending += job.total - job.done
+        if idempotency is not None:
+            self._keys[idempotency.key] = (idempotency.body_hash, job.job_id, self._clock())
         finished = self._finish(job) if job.all_settled else None
         return CreatedJob(job.job_id, job.total, job.unknown_store_images(), finished)
+
+    def _replay(self, idempotency: IdempotencyKey) -> CreatedJob | None:
+        found = self._keys.get(idempotency.key)
+        if found is None or found[2] + self._idempotency_ttl <= self._clock():
+            return None
+        body_hash, job_id, _ = found
+        if body_hash != idempotency.body_hash:
+            raise idempotency_mismatch(idempotency.key)
+        job = self._jobs.get(job_id)
+        return CreatedJob(job_id, job.total if job else 0, {}, replayed=True)
 
     async def record(self, settled: Sequence[SettledImage]) -> Recorded:
         recorded = Recorded()
         touched: dict[int, Job] = {}
         for image in settled:
             job = self._jobs.get(image.task.job_id)
-            if job is not None and job.record(image.task.index, image.outcome):
+            if job is None:
+                continue
+            ongoing = job.status is JobStatus.ONGOING
+            if job.record(image.task.index, image.outcome, image.task.epoch):
                 recorded.accepted.append(image)
                 touched[job.job_id] = job
-        self._pending -= len(recorded.accepted)
+                if ongoing:  # a cancelled job's images stopped counting as pending
+                    self._pending -= 1
         for job in touched.values():
-            if job.all_settled:
+            if job.status is JobStatus.ONGOING and job.all_settled:
                 recorded.finished.append(self._finish(job))
         return recorded
 
+    async def cancel(self, job_id: int) -> JobSummary:
+        job = self._get(job_id)
+        if job is None:
+            raise JobNotFound(f"job {job_id} not found")
+        if not job.cancel(datetime.now(UTC)):
+            raise JobConflict(f"job already {job.status.value}")
+        self._pending -= job.total - job.done
+        self._expire_later(job)
+        return job.summary()
+
+    async def retry(self, job_id: int, *, max_pending: int) -> Reopened:
+        job = self._get(job_id)
+        if job is None:
+            raise JobNotFound(f"job {job_id} not found")
+        check_retryable(job.status)
+        count = sum(
+            1
+            for outcome in job.outcomes
+            if outcome is not None and outcome.kind in RETRYABLE_FAILURES
+        )
+        if not count:
+            raise JobConflict("nothing to retry")
+        if self._pending + count > max_pending:
+            raise overloaded(self._pending, count, max_pending)
+        job.reopen(RETRYABLE_FAILURES)
+        self._pending += count
+        if self._expiries.pop(job_id, None) is not None:
+            self._finished_bytes -= self._sizes.get(job_id, 0)
+        return Reopened(job_id, count, list(job.pending_images()))
+
     def _finish(self, job: Job) -> JobSummary:
         job.finish(datetime.now(UTC))
+        self._expire_later(job)
+        return job.summary()
+
+    def _expire_later(self, job: Job) -> None:
+        """A job that ended: kept for the time-to-live, within the count and the bytes."""
         self._expiries[job.job_id] = self._clock() + self._ttl
         self._finished_bytes += self._sizes.get(job.job_id, 0)
         while self._expiries and (
@@ -123,7 +209,6 @@ class MemoryJobStore:
         ):
             oldest = next(iter(self._expiries))
             self._forget(oldest)
-        return job.summary()
 
     async def unfinished(self) -> list[UnfinishedJob]:
         # O(jobs): called at start (nothing to find) and at shutdown.
@@ -177,6 +262,9 @@ class MemoryJobStore:
 
     async def sweep(self) -> int:
         now = self._clock()
+        for key, (_, _, created) in list(self._keys.items()):
+            if created + self._idempotency_ttl <= now:
+                del self._keys[key]
         evicted = 0
         while self._expiries:
             job_id, expiry = next(iter(self._expiries.items()))

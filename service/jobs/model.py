@@ -20,6 +20,7 @@ __all__ = [
     "IMAGE_OVERHEAD_BYTES",
     "VISIT_OVERHEAD_BYTES",
     "ImageRow",
+    "ImageState",
     "Job",
     "JobStatus",
     "JobSummary",
@@ -27,6 +28,7 @@ __all__ = [
     "Visit",
     "estimated_bytes",
     "image_error",
+    "image_state",
     "normalise_visit_time",
     "store_error",
     "summary_bytes",
@@ -40,6 +42,8 @@ class JobStatus(StrEnum):
     ONGOING = "ongoing"
     COMPLETED = "completed"
     FAILED = "failed"
+    # A client stopped it: no new image starts; those in flight may still report.
+    CANCELLED = "cancelled"
 
     @property
     def is_terminal(self) -> bool:
@@ -73,6 +77,17 @@ class JobSummary:
     done: int
     failed: int
     errors: tuple[StoreError, ...]
+    # The job's run: 0, then one more for every retry of its failed images.
+    epoch: int = 0
+
+
+class ImageState(StrEnum):
+    """Where one image stands, as /api/jobs/<id> shows it."""
+
+    PENDING = "pending"
+    MEASURED = "measured"
+    FAILED = "failed"
+    CANCELLED = "cancelled"  # its job was cancelled before it started
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +103,16 @@ class ImageRow:
     height: int | None
     perimeter: int | None
     error: str | None
+    state: ImageState = ImageState.PENDING
+
+
+def image_state(width: int | None, error: str | None, status: JobStatus) -> ImageState:
+    """An image's state from its result and its job's status."""
+    if width is not None:
+        return ImageState.MEASURED
+    if error is not None:
+        return ImageState.FAILED
+    return ImageState.CANCELLED if status is JobStatus.CANCELLED else ImageState.PENDING
 
 
 # Immutable, so one instance serves every image of every unknown store.
@@ -118,6 +143,7 @@ class Job:
     _store_failures: dict[str, _StoreFailure] = field(default_factory=dict)
     _store_order: dict[str, int] = field(default_factory=dict)
     _errors: tuple[StoreError, ...] = ()
+    epoch: int = 0
 
     @classmethod
     def create(
@@ -176,20 +202,31 @@ class Job:
                 continue
             for offset, url in enumerate(visit.fetch_urls or visit.image_urls):
                 if self.outcomes[start + offset] is None:
-                    yield ImageTask(self.job_id, start + offset, url, visit.store_id)
+                    yield ImageTask(
+                        self.job_id, start + offset, url, visit.store_id, epoch=self.epoch
+                    )
 
     def visit_at(self, index: int) -> int:
         return bisect.bisect_right(self.visit_starts, index) - 1
 
-    def record(self, index: int, outcome: ImageOutcome) -> bool:
-        """Settle one image; False when ignored (settled already, or the job has ended)."""
-        if self.status.is_terminal or self.outcomes[index] is not None:
+    def record(self, index: int, outcome: ImageOutcome, epoch: int = 0) -> bool:
+        """Settle one image; False when ignored: settled already, from an earlier run, or
+        the job has ended (a cancelled job still takes the images that were in flight)."""
+        if self.outcomes[index] is not None or epoch != self.epoch:
+            return False
+        if self.status.is_terminal and self.status is not JobStatus.CANCELLED:
             return False
         self.outcomes[index] = outcome
         self.done += 1
         if outcome.error is None:
             return True
         self.failed += 1
+        self._note_failure(index, outcome.error)
+        if self.status is JobStatus.CANCELLED:
+            self._errors = self.store_errors()  # a late failure joins the list
+        return True
+
+    def _note_failure(self, index: int, error: str) -> None:
         visit_index = self.visit_at(index)
         visit = self.visits[visit_index]
         failure = self._store_failures.get(visit.store_id)
@@ -197,12 +234,52 @@ class Job:
         # order the downloads happened to finish in.
         if failure is None or index < failure.first_index:
             url = visit.image_urls[index - self.visit_starts[visit_index]]
-            reason = image_error(url, outcome.error)
+            reason = image_error(url, error)
             images = failure.images if failure else 0
             failure = _StoreFailure(reason, False, index, images)
             self._store_failures[visit.store_id] = failure
         failure.images += 1
+
+    def cancel(self, at: datetime) -> bool:
+        """Stop an ongoing job; False if it had ended already."""
+        if self.status.is_terminal:
+            return False
+        self.status = JobStatus.CANCELLED
+        self.finished_at = at
+        self._errors = self.store_errors()
         return True
+
+    def reopen(self, retry: frozenset[FailureKind]) -> list[int]:
+        """Put the images that failed with a kind in ``retry`` back to unsettled, start a
+        new run (epoch), and return their indexes; the job is ongoing again."""
+        indexes = [
+            index
+            for index, outcome in enumerate(self.outcomes)
+            if outcome is not None and outcome.kind in retry
+        ]
+        for index in indexes:
+            self.outcomes[index] = None
+        self.done -= len(indexes)
+        self.failed -= len(indexes)
+        self.epoch += 1
+        self.status = JobStatus.ONGOING
+        self.finished_at = None
+        self._errors = ()
+        # The error list is rebuilt from what is still failed (unknown stores included).
+        unknown = {
+            store_id: failure
+            for store_id, failure in self._store_failures.items()
+            if failure.unknown_store
+        }
+        self._store_failures = unknown
+        for index, outcome in enumerate(self.outcomes):
+            if (
+                outcome is not None
+                and outcome.error is not None
+                and outcome.kind not in (FailureKind.UNKNOWN_STORE,)
+            ):
+                self._note_failure(index, outcome.error)
+        return indexes
 
     @property
     def all_settled(self) -> bool:
@@ -235,6 +312,7 @@ class Job:
             done=self.done,
             failed=self.failed,
             errors=self._errors,
+            epoch=self.epoch,
         )
 
     def rows(self, offset: int, limit: int) -> list[ImageRow]:
@@ -263,6 +341,7 @@ class Job:
                     height=outcome.height,
                     perimeter=outcome.perimeter,
                     error=outcome.error,
+                    state=image_state(outcome.width, outcome.error, self.status),
                 )
             )
         return rows

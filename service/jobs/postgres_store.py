@@ -24,8 +24,8 @@ from asyncpg.pool import PoolConnectionProxy
 
 from service.config import StoreSettings
 from service.database_url import mask_password
-from service.errors import StoreFull, StoreUnavailable
-from service.jobs.memory_store import overloaded
+from service.errors import JobConflict, JobNotFound, StoreFull, StoreUnavailable
+from service.jobs.memory_store import check_retryable, idempotency_mismatch, overloaded
 from service.jobs.model import (
     ImageRow,
     JobStatus,
@@ -37,12 +37,15 @@ from service.jobs.model import (
     unknown_store_error,
 )
 from service.jobs.queries import (
+    CANCELLED,
     CLAIMED,
     JOB_ERRORS,
+    LIST_COLUMNS,
     QUEUED,
     RESULT_ROWS,
     SETTLED,
     SUMMARY_COLUMNS,
+    UPSERT_STORE_FAILURE,
     errors_json,
     image_row,
     numbered,
@@ -51,12 +54,14 @@ from service.jobs.queries import (
 from service.jobs.schema import migrations, newer_schema
 from service.jobs.store import (
     CreatedJob,
+    IdempotencyKey,
     Recorded,
+    Reopened,
     ReplicaRecord,
     StoreOpenError,
     UnfinishedJob,
 )
-from service.outcomes import UNKNOWN_STORE_REASON, FailureKind
+from service.outcomes import RETRYABLE_FAILURES, UNKNOWN_STORE_REASON, FailureKind
 from service.pipeline.fair_queue import ImageTask
 from service.pipeline.flow import SettledImage
 from service.replica import Replica
@@ -75,8 +80,9 @@ Connection: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
 MIGRATION_LOCK = 0x52500001
 ADMISSION_LOCK = 0x52500002
 SWEEP_LOCK = 0x52500003
-# The channel replicas LISTEN on: new jobs, and claims given back.
+# The channels replicas LISTEN on: new jobs and claims given back; cancelled jobs.
 WORK_CHANNEL = "rp_work"
+CANCEL_CHANNEL = "rp_cancel"
 # Seconds to connect, and between tries while the database is unreachable at start.
 CONNECT_TIMEOUT = 5.0
 RETRY_EVERY = 1.0
@@ -126,6 +132,8 @@ class PostgresJobStore:
         self._closing = False
         # Told when NOTIFY says there is work (the claiming queue sets it).
         self.on_work: Callable[[], None] | None = None
+        # Told the id of a job cancelled anywhere (the claiming queue drops its images).
+        self.on_cancel: Callable[[int], None] | None = None
         # Store-wide pending images as last read (heartbeat, create): an estimate for
         # the early admission check and the metric; create checks exactly.
         self._pending_estimate = 0
@@ -225,6 +233,7 @@ class PostgresJobStore:
         try:
             connection = await asyncpg.connect(self._dsn, timeout=CONNECT_TIMEOUT)
             await connection.add_listener(WORK_CHANNEL, self._notified)
+            await connection.add_listener(CANCEL_CHANNEL, self._cancelled)
         except _ANY_FAILURE as exc:
             log.warning("cannot LISTEN for work; will poll", extra={"reason": _describe(exc)})
             self._retry_listen()
@@ -244,6 +253,10 @@ class PostgresJobStore:
     def _notified(self, *_: object) -> None:
         if self.on_work is not None:
             self.on_work()
+
+    def _cancelled(self, _connection: object, _pid: int, _channel: str, payload: object, /) -> None:
+        if self.on_cancel is not None and isinstance(payload, str) and payload.isdigit():
+            self.on_cancel(int(payload))
 
     async def close(self) -> None:
         self._closing = True
@@ -312,7 +325,12 @@ class PostgresJobStore:
     # -- writes --------------------------------------------------------------
 
     async def create(
-        self, visits: Sequence[Visit], stores: Sequence[Store | None], *, max_pending: int
+        self,
+        visits: Sequence[Visit],
+        stores: Sequence[Store | None],
+        *,
+        max_pending: int,
+        idempotency: IdempotencyKey | None = None,
     ) -> CreatedJob:
         total = sum(len(visit.image_urls) for visit in visits)
         unknown: dict[str, int] = {}
@@ -324,8 +342,13 @@ class PostgresJobStore:
         max_bytes = self._settings.max_database_bytes
 
         async def insert(connection: Connection) -> CreatedJob:
-            # Replicas admit one job at a time, so two cannot both slip under the cap.
+            # Replicas admit one job at a time, so two cannot both slip under the cap,
+            # nor both create a job for one idempotency key.
             await connection.execute("SELECT pg_advisory_xact_lock($1)", ADMISSION_LOCK)
+            if idempotency is not None:
+                replay = await self._replay(connection, idempotency)
+                if replay is not None:
+                    return replay
             row = await connection.fetchrow(
                 "SELECT COALESCE(SUM(total - done) FILTER (WHERE status = 'ongoing'), 0), "
                 "COALESCE(SUM(bytes) FILTER (WHERE status = 'ongoing'), 0), "
@@ -353,15 +376,138 @@ class PostgresJobStore:
                 size,
             )
             await _copy_job(connection, job_id, visits, stores, unknown)
+            if idempotency is not None:
+                await connection.execute(
+                    "INSERT INTO idempotency_keys (key, body_hash, job_id, created_at) "
+                    f"VALUES ($1, $2, $3, {NOW})",
+                    idempotency.key,
+                    idempotency.body_hash,
+                    job_id,
+                )
             if failed == total:
                 return CreatedJob(job_id, total, unknown, await _finish(connection, job_id))
             await connection.execute(f"NOTIFY {WORK_CHANNEL}")
             return CreatedJob(job_id, total, unknown)
 
         created = await self._transaction(insert)
-        if created.finished is None:
+        if created.finished is None and not created.replayed:
             self._pending_estimate += total - failed
         return created
+
+    async def _replay(
+        self, connection: Connection, idempotency: IdempotencyKey
+    ) -> CreatedJob | None:
+        row = await connection.fetchrow(
+            "SELECT k.body_hash, k.job_id, j.total FROM idempotency_keys k "
+            "LEFT JOIN jobs j ON j.id = k.job_id "
+            f"WHERE k.key = $1 AND k.created_at > {NOW} - $2",
+            idempotency.key,
+            self._settings.key_ttl,
+        )
+        if row is None:
+            return None
+        if row[0] != idempotency.body_hash:
+            raise idempotency_mismatch(idempotency.key)
+        return CreatedJob(row[1], row[2] or 0, {}, replayed=True)
+
+    async def cancel(self, job_id: int) -> JobSummary:
+        async def stop(connection: Connection) -> JobSummary:
+            row = await connection.fetchrow(
+                f"UPDATE jobs SET status = 'cancelled', finished_at = {NOW} "
+                "WHERE id = $1 AND status = 'ongoing' RETURNING id",
+                job_id,
+            )
+            if row is None:
+                status = await connection.fetchval("SELECT status FROM jobs WHERE id = $1", job_id)
+                if status is None:
+                    raise JobNotFound(f"job {job_id} not found")
+                raise JobConflict(f"job already {status}")
+            # Queued and claimed alike: none starts now. A claimed one keeps its claim, so
+            # a replica that had started it still records its result.
+            await connection.execute(
+                f"UPDATE images SET state = {CANCELLED} "
+                f"WHERE job_id = $1 AND state IN ({QUEUED}, {CLAIMED})",
+                job_id,
+            )
+            await _write_errors(connection, job_id)
+            # Replicas holding its claims drop them now rather than at their heartbeat.
+            await connection.execute("SELECT pg_notify($1, $2)", CANCEL_CHANNEL, str(job_id))
+            self._pending_estimate = await connection.fetchval(
+                "SELECT COALESCE(SUM(total - done), 0) FROM jobs WHERE status = 'ongoing'"
+            )
+            found = await connection.fetchrow(
+                f"SELECT {SUMMARY_COLUMNS} FROM jobs WHERE id = $1", job_id
+            )
+            assert found is not None
+            return summary(tuple(found))
+
+        return await self._transaction(stop)
+
+    async def retry(self, job_id: int, *, max_pending: int) -> Reopened:
+        kinds = sorted(kind.value for kind in RETRYABLE_FAILURES)
+
+        async def reopen(connection: Connection) -> Reopened:
+            await connection.execute("SELECT pg_advisory_xact_lock($1)", ADMISSION_LOCK)
+            found = await connection.fetchrow(
+                "SELECT status, epoch FROM jobs WHERE id = $1 FOR UPDATE", job_id
+            )
+            if found is None:
+                raise JobNotFound(f"job {job_id} not found")
+            check_retryable(JobStatus(found[0]))
+            count = await connection.fetchval(
+                f"SELECT count(*) FROM images WHERE job_id = $1 AND state = {SETTLED} "
+                "AND kind = ANY($2::text[])",
+                job_id,
+                kinds,
+            )
+            if not count:
+                raise JobConflict("nothing to retry")
+            pending = await connection.fetchval(
+                "SELECT COALESCE(SUM(total - done), 0) FROM jobs WHERE status = 'ongoing'"
+            )
+            if pending + count > max_pending:
+                raise overloaded(pending, count, max_pending)
+            epoch = found[1] + 1
+            await connection.execute(
+                f"UPDATE images SET state = {QUEUED}, width = NULL, height = NULL, error = NULL, "
+                "kind = NULL, claimed_by = NULL, claim = NULL, epoch = $3 "
+                f"WHERE job_id = $1 AND state = {SETTLED} AND kind = ANY($2::text[])",
+                job_id,
+                kinds,
+                epoch,
+            )
+            # The error list is rebuilt from the failures that stay.
+            await connection.execute(
+                "DELETE FROM store_failures WHERE job_id = $1 AND NOT unknown_store", job_id
+            )
+            for index, visit, url, error in await connection.fetch(
+                "SELECT idx, visit, url, error FROM images "
+                f"WHERE job_id = $1 AND state = {SETTLED} "
+                "AND error IS NOT NULL AND kind <> $2 ORDER BY idx",
+                job_id,
+                FailureKind.UNKNOWN_STORE.value,
+            ):
+                await _note_failure(connection, job_id, index, visit, image_error(url, error))
+            await connection.execute(
+                "UPDATE jobs SET status = 'ongoing', finished_at = NULL, errors = NULL, "
+                "done = done - $2, failed = failed - $2, epoch = $3 WHERE id = $1",
+                job_id,
+                count,
+                epoch,
+            )
+            await connection.execute(f"NOTIFY {WORK_CHANNEL}")
+            self._pending_estimate = pending + count
+            return Reopened(job_id, count, [])  # replicas take the images by claiming
+
+        return await self._transaction(reopen)
+
+    async def ended_jobs(self, job_ids: Sequence[int]) -> list[int]:
+        """Which of ``job_ids`` are no longer ongoing (cancelled on another replica)."""
+        rows = await self._fetch(
+            "SELECT id FROM jobs WHERE id = ANY($1::bigint[]) AND status <> 'ongoing'",
+            list(job_ids),
+        )
+        return [row[0] for row in rows]
 
     async def claim(self, limit: int) -> list[ImageTask]:
         """Take up to ``limit`` queued images for this replica, every job's first ones first."""
@@ -376,7 +522,8 @@ class PostgresJobStore:
                 "FROM picked, visits v "
                 "WHERE i.job_id = picked.job_id AND i.idx = picked.idx "
                 "AND v.job_id = i.job_id AND v.position = i.visit "
-                "RETURNING i.job_id, i.idx, COALESCE(i.fetch_url, i.url), v.store_id, i.claim",
+                "RETURNING i.job_id, i.idx, COALESCE(i.fetch_url, i.url), v.store_id, i.claim, "
+                "i.epoch",
                 self.replica.id,
                 limit,
                 token,
@@ -384,7 +531,10 @@ class PostgresJobStore:
 
         rows = await self._transaction(take)
         rows = sorted(rows, key=lambda row: (row[1], row[0]))
-        return [ImageTask(job, index, url, store, claim) for job, index, url, store, claim in rows]
+        return [
+            ImageTask(job, index, url, store, claim, epoch)
+            for job, index, url, store, claim, epoch in rows
+        ]
 
     async def record(self, settled: Sequence[SettledImage]) -> Recorded:
         # One entry per image: a repeat within a batch would otherwise match twice.
@@ -463,6 +613,10 @@ class PostgresJobStore:
         async def doomed(connection: Connection) -> list[int]:
             if not await connection.fetchval("SELECT pg_try_advisory_xact_lock($1)", SWEEP_LOCK):
                 return []  # another replica is sweeping
+            await connection.execute(
+                f"DELETE FROM idempotency_keys WHERE created_at <= {NOW} - $1",
+                self._settings.key_ttl,
+            )
             rows = await connection.fetch(
                 "SELECT id FROM jobs WHERE finished_at IS NOT NULL AND "
                 f"(finished_at <= {NOW} - $1 OR id IN (SELECT id FROM jobs "
@@ -509,13 +663,13 @@ class PostgresJobStore:
         if found is None:
             return None
         rows = await self._fetch(numbered(RESULT_ROWS), job_id, offset, limit)
-        return found, [image_row(tuple(row)) for row in rows]
+        return found, [image_row(tuple(row), found.status) for row in rows]
 
     async def recent(
         self, limit: int, status: JobStatus | None = None, before: int | None = None
     ) -> list[JobSummary]:
         rows = await self._fetch(
-            "SELECT id, status, created_at, finished_at, total, done, failed, NULL FROM jobs "
+            f"SELECT {LIST_COLUMNS} FROM jobs "
             f"WHERE (finished_at IS NULL OR finished_at > {NOW} - $1) "
             "AND ($2::text IS NULL OR status = $2) AND ($3::bigint IS NULL OR id < $3) "
             "ORDER BY id DESC LIMIT $4",
@@ -645,9 +799,11 @@ async def _record(connection: Connection, images: list[SettledImage]) -> Recorde
         f"UPDATE images i SET state = {SETTLED}, width = r.width, height = r.height, "
         "error = r.error, kind = r.kind, claimed_by = NULL "
         "FROM unnest($1::bigint[], $2::int[], $3::bigint[], $4::int[], $5::int[], "
-        "$6::text[], $7::text[]) AS r(job_id, idx, claim, width, height, error, kind) "
-        f"WHERE i.job_id = r.job_id AND i.idx = r.idx AND i.state = {CLAIMED} "
-        "AND i.claim = r.claim "
+        "$6::text[], $7::text[], $8::int[]) "
+        "AS r(job_id, idx, claim, width, height, error, kind, epoch) "
+        "WHERE i.job_id = r.job_id AND i.idx = r.idx "
+        # Claimed, or cancelled while it was: a replica that had started it still reports.
+        f"AND i.state IN ({CLAIMED}, {CANCELLED}) AND i.claim = r.claim AND i.epoch = r.epoch "
         "RETURNING i.job_id, i.idx, i.visit, i.url",
         [image.task.job_id for image in images],
         [image.task.index for image in images],
@@ -656,6 +812,7 @@ async def _record(connection: Connection, images: list[SettledImage]) -> Recorde
         [image.outcome.height for image in images],
         [image.outcome.error for image in images],
         [image.outcome.kind.value if image.outcome.kind else None for image in images],
+        [image.task.epoch for image in images],
     )
     by_key = {(image.task.job_id, image.task.index): image for image in images}
     accepted: list[SettledImage] = []
@@ -701,25 +858,51 @@ async def _record(connection: Connection, images: list[SettledImage]) -> Recorde
             done,
             failed,
         )
-        if row is not None and row[0] == row[1] and row[2] == JobStatus.ONGOING.value:
+        if row is None:
+            continue
+        if row[2] == JobStatus.ONGOING.value and row[0] == row[1]:
             finished.append(await _finish(connection, job_id))
+        elif row[2] == JobStatus.CANCELLED.value and failed:
+            await _write_errors(connection, job_id)  # a late failure joins the list
     return Recorded(accepted, finished)
 
 
-async def _finish(connection: Connection, job_id: int) -> JobSummary:
-    """The one transition out of ongoing, in the transaction that settled the last image."""
+async def _note_failure(
+    connection: Connection, job_id: int, index: int, visit: int, reason: str
+) -> None:
+    row = await connection.fetchrow(
+        "SELECT store_id, store_rank FROM visits WHERE job_id = $1 AND position = $2",
+        job_id,
+        visit,
+    )
+    assert row is not None
+    await connection.execute(
+        numbered(UPSERT_STORE_FAILURE), job_id, row[0], row[1], index, reason, False
+    )
+
+
+async def _write_errors(connection: Connection, job_id: int) -> list[tuple[str, str]]:
+    """Build the job's error list from its store failures and keep it on the job row."""
     failures = await connection.fetch(numbered(JOB_ERRORS), job_id)
     errors = [
         (store_id, store_error(reason, images, unknown))
         for store_id, reason, images, unknown in failures
     ]
+    await connection.execute(
+        "UPDATE jobs SET errors = $2 WHERE id = $1", job_id, errors_json(errors)
+    )
+    return errors
+
+
+async def _finish(connection: Connection, job_id: int) -> JobSummary:
+    """The one transition out of ongoing, in the transaction that settled the last image."""
+    errors = await _write_errors(connection, job_id)
     status = JobStatus.FAILED if errors else JobStatus.COMPLETED
     row = await connection.fetchrow(
-        f"UPDATE jobs SET status = $2, finished_at = {NOW}, errors = $3 WHERE id = $1 "
+        f"UPDATE jobs SET status = $2, finished_at = {NOW} WHERE id = $1 "
         f"RETURNING {SUMMARY_COLUMNS}",
         job_id,
         status.value,
-        errors_json(errors),
     )
     assert row is not None
     return summary(tuple(row))

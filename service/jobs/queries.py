@@ -9,16 +9,19 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from service.jobs.model import ImageRow, JobStatus, JobSummary, StoreError
+from service.jobs.model import ImageRow, JobStatus, JobSummary, StoreError, image_state
 
 __all__ = [
+    "CANCELLED",
     "CLAIMED",
     "JOB_ERRORS",
     "JOB_SUMMARY",
+    "LIST_COLUMNS",
     "QUEUED",
     "RESULT_ROWS",
     "SETTLED",
     "SUMMARY_COLUMNS",
+    "UPSERT_STORE_FAILURE",
     "errors_json",
     "image_row",
     "moment",
@@ -26,9 +29,13 @@ __all__ = [
     "summary",
 ]
 
-QUEUED, CLAIMED, SETTLED = 0, 1, 2
+# An image's state: waiting, claimed by a replica (shared store), settled, or cancelled
+# before it started (a result from one that was in flight is still recorded).
+QUEUED, CLAIMED, SETTLED, CANCELLED = 0, 1, 2, 3
 
-SUMMARY_COLUMNS = "id, status, created_at, finished_at, total, done, failed, errors"
+SUMMARY_COLUMNS = "id, status, created_at, finished_at, total, done, failed, errors, epoch"
+# The same without the error list, for lists of jobs.
+LIST_COLUMNS = "id, status, created_at, finished_at, total, done, failed, NULL, epoch"
 
 JOB_SUMMARY = f"SELECT {SUMMARY_COLUMNS} FROM jobs WHERE id = ?"
 
@@ -38,6 +45,18 @@ RESULT_ROWS = (
     "i.width, i.height, i.error FROM images i "
     "JOIN visits v ON v.job_id = i.job_id AND v.position = i.visit "
     "WHERE i.job_id = ? AND i.idx >= ? ORDER BY i.idx LIMIT ?"
+)
+
+# Records a store's failure: the error names its first failing image in submission
+# order, whatever order the downloads finished in. (Both dialects take it as is.)
+UPSERT_STORE_FAILURE = (
+    "INSERT INTO store_failures (job_id, store_id, store_rank, first_index, reason, "
+    "images, unknown_store) VALUES (?, ?, ?, ?, ?, 1, ?) "
+    "ON CONFLICT (job_id, store_id) DO UPDATE SET images = store_failures.images + 1, "
+    "reason = CASE WHEN excluded.first_index < store_failures.first_index "
+    "THEN excluded.reason ELSE store_failures.reason END, "
+    "first_index = CASE WHEN excluded.first_index < store_failures.first_index "
+    "THEN excluded.first_index ELSE store_failures.first_index END"
 )
 
 # The error list's entries, in the order of each store's first visit.
@@ -68,7 +87,7 @@ def moment(seconds: float) -> datetime:
 
 def summary(row: Sequence[Any]) -> JobSummary:
     """A ``SUMMARY_COLUMNS`` row as a summary (``errors`` may be NULL: an empty list)."""
-    job_id, status, created_at, finished_at, total, done, failed, errors = row
+    job_id, status, created_at, finished_at, total, done, failed, errors, epoch = row
     return JobSummary(
         job_id=job_id,
         status=JobStatus(status),
@@ -78,11 +97,12 @@ def summary(row: Sequence[Any]) -> JobSummary:
         done=done,
         failed=failed,
         errors=tuple(StoreError(store, message) for store, message in json.loads(errors or "[]")),
+        epoch=epoch,
     )
 
 
-def image_row(row: Sequence[Any]) -> ImageRow:
-    """A ``RESULT_ROWS`` row as an image result."""
+def image_row(row: Sequence[Any], status: JobStatus) -> ImageRow:
+    """A ``RESULT_ROWS`` row as an image result of a job in ``status``."""
     store_id, store_name, area_code, visit_time, url, width, height, error = row
     return ImageRow(
         store_id=store_id,
@@ -94,6 +114,7 @@ def image_row(row: Sequence[Any]) -> ImageRow:
         height=height,
         perimeter=None if width is None or height is None else 2 * (width + height),
         error=error,
+        state=image_state(width, error, status),
     )
 
 

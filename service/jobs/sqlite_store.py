@@ -30,8 +30,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from service.errors import StoreFull, StoreUnavailable
-from service.jobs.memory_store import overloaded
+from service.errors import JobConflict, JobNotFound, StoreFull, StoreUnavailable
+from service.jobs.memory_store import check_retryable, idempotency_mismatch, overloaded
 from service.jobs.model import (
     ImageRow,
     JobStatus,
@@ -44,12 +44,15 @@ from service.jobs.model import (
     unknown_store_error,
 )
 from service.jobs.queries import (
+    CANCELLED,
     JOB_ERRORS,
     JOB_SUMMARY,
+    LIST_COLUMNS,
     QUEUED,
     RESULT_ROWS,
     SETTLED,
     SUMMARY_COLUMNS,
+    UPSERT_STORE_FAILURE,
     errors_json,
     image_row,
     moment,
@@ -58,13 +61,15 @@ from service.jobs.queries import summary as summary_of
 from service.jobs.schema import SchemaError, migrations, newer_schema
 from service.jobs.store import (
     CreatedJob,
+    IdempotencyKey,
     Recorded,
+    Reopened,
     ReplicaRecord,
     StoreOpenError,
     UnfinishedJob,
     this_replica,
 )
-from service.outcomes import UNKNOWN_STORE_REASON, FailureKind
+from service.outcomes import RETRYABLE_FAILURES, UNKNOWN_STORE_REASON, FailureKind
 from service.pipeline.fair_queue import ImageTask
 from service.pipeline.flow import SettledImage
 from service.replica import Replica
@@ -95,10 +100,19 @@ class _Live:
     done: int
     failed: int
     size: int
+    epoch: int = 0
 
     def summary(self, job_id: int) -> JobSummary:
         return JobSummary(
-            job_id, JobStatus.ONGOING, self.created_at, None, self.total, self.done, self.failed, ()
+            job_id,
+            JobStatus.ONGOING,
+            self.created_at,
+            None,
+            self.total,
+            self.done,
+            self.failed,
+            (),
+            self.epoch,
         )
 
 
@@ -238,6 +252,7 @@ class SqliteJobStore:
         max_finished: int,
         finished_cache_bytes: int = 64_000_000,
         max_database_bytes: int = 0,
+        idempotency_ttl: float = 86_400.0,
         clock: Callable[[], float] = time.time,
         replica: Replica | None = None,
     ) -> None:
@@ -247,6 +262,7 @@ class SqliteJobStore:
         # counts from them, not from when this process started.
         self._clock = clock
         self._ttl = ttl
+        self._idempotency_ttl = idempotency_ttl
         self._max_finished = max_finished
         self._writer = _Writer(path)
         self._reader: sqlite3.Connection | None = None
@@ -269,10 +285,11 @@ class SqliteJobStore:
     async def open(self) -> None:
         await self._open_and_migrate()
         self._reader = _connect(self._path)
-        for job_id, created_at, total, done, failed, size in self._reader.execute(
-            "SELECT id, created_at, total, done, failed, bytes FROM jobs WHERE status = 'ongoing'"
+        for job_id, created_at, total, done, failed, size, epoch in self._reader.execute(
+            "SELECT id, created_at, total, done, failed, bytes, epoch FROM jobs "
+            "WHERE status = 'ongoing'"
         ):
-            self._live[job_id] = _Live(moment(created_at), total, done, failed, size)
+            self._live[job_id] = _Live(moment(created_at), total, done, failed, size, epoch)
             self._pending += total - done
         self._total_bytes = (
             self._read().execute("SELECT COALESCE(SUM(bytes), 0) FROM jobs").fetchone()[0]
@@ -375,8 +392,19 @@ class SqliteJobStore:
     # -- writes --------------------------------------------------------------
 
     async def create(
-        self, visits: Sequence[Visit], stores: Sequence[Store | None], *, max_pending: int
+        self,
+        visits: Sequence[Visit],
+        stores: Sequence[Store | None],
+        *,
+        max_pending: int,
+        idempotency: IdempotencyKey | None = None,
     ) -> CreatedJob:
+        # Creates come one at a time (the job manager's actor), so a key looked up
+        # here cannot be taken by another create before this one commits.
+        if idempotency is not None:
+            replay = self._replay(idempotency)
+            if replay is not None:
+                return replay
         images = sum(len(visit.image_urls) for visit in visits)
         if self._pending + images > max_pending:
             raise overloaded(self._pending, images, max_pending)
@@ -386,7 +414,10 @@ class SqliteJobStore:
         created_at = self._clock()
         job_id, unknown, finished = await self._write(
             lambda connection: _transaction(
-                connection, lambda: _insert_job(connection, created_at, visits, stores, size)
+                connection,
+                lambda: _insert_job(
+                    connection, created_at, visits, stores, size=size, idempotency=idempotency
+                ),
             )
         )
         self._total_bytes += size
@@ -398,6 +429,19 @@ class SqliteJobStore:
             self._live[job_id] = _Live(moment(created_at), images, failed, failed, size)
             self._pending += images - failed
         return CreatedJob(job_id, images, unknown, finished)
+
+    def _replay(self, idempotency: IdempotencyKey) -> CreatedJob | None:
+        rows = self._query(
+            "SELECT k.body_hash, k.job_id, j.total FROM idempotency_keys k "
+            "LEFT JOIN jobs j ON j.id = k.job_id WHERE k.key = ? AND k.created_at > ?",
+            (idempotency.key, self._clock() - self._idempotency_ttl),
+        )
+        if not rows:
+            return None
+        body_hash, job_id, total = rows[0]
+        if body_hash != idempotency.body_hash:
+            raise idempotency_mismatch(idempotency.key)
+        return CreatedJob(job_id, total or 0, {}, replayed=True)
 
     async def record(self, settled: Sequence[SettledImage]) -> Recorded:
         if not settled:
@@ -414,12 +458,39 @@ class SqliteJobStore:
             if live is not None:
                 live.done += done
                 live.failed += failed
-            self._pending -= done
+                self._pending -= done
+            else:  # a cancelled job's late results: its cached answer is stale
+                self._finished.drop(job_id)
         self._finished_count += len(committed.finished)
         for summary in committed.finished:
             self._live.pop(summary.job_id, None)
             self._remember_finished(summary)
         return Recorded([batch[position] for position in committed.accepted], committed.finished)
+
+    async def cancel(self, job_id: int) -> JobSummary:
+        at = self._clock()
+        summary = await self._write(
+            lambda connection: _transaction(connection, lambda: _cancel(connection, job_id, at))
+        )
+        live = self._live.pop(job_id, None)
+        if live is not None:
+            self._pending -= live.total - live.done
+        self._finished_count += 1
+        self._remember_finished(summary)
+        return summary
+
+    async def retry(self, job_id: int, *, max_pending: int) -> Reopened:
+        room = max_pending - self._pending
+        reopened, live = await self._write(
+            lambda connection: _transaction(
+                connection, lambda: _reopen(connection, job_id, room, self._pending, max_pending)
+            )
+        )
+        self._live[job_id] = live
+        self._pending += len(reopened.tasks)
+        self._finished_count -= 1
+        self._finished.drop(job_id)
+        return reopened
 
     async def _make_room(self, size: int) -> None:
         """Delete old finished jobs for a new one of ``size``; ``StoreFull`` if unfinished
@@ -446,7 +517,11 @@ class SqliteJobStore:
                 "WHERE i.job_id = ? AND i.state = ? ORDER BY i.idx",
                 (job_id, QUEUED),
             )
-            tasks = [ImageTask(job_id, index, url, store_id) for index, url, store_id in rows]
+            epoch = self._live[job_id].epoch
+            tasks = [
+                ImageTask(job_id, index, url, store_id, epoch=epoch)
+                for index, url, store_id in rows
+            ]
             found.append(UnfinishedJob(job_id, tasks))
         return found
 
@@ -456,8 +531,11 @@ class SqliteJobStore:
         cutoff = self._clock() - self._ttl
         if self._max_bytes:
             excess_bytes = max(excess_bytes, self._total_bytes - self._max_bytes)
+        keys_cutoff = self._clock() - self._idempotency_ttl
         deleted = await self._write(
-            lambda connection: _sweep(connection, cutoff, self._max_finished, excess_bytes)
+            lambda connection: _sweep(
+                connection, cutoff, self._max_finished, excess_bytes, keys_cutoff
+            )
         )
         self._finished_count -= len(deleted)
         for job_id, size in deleted:
@@ -500,7 +578,7 @@ class SqliteJobStore:
         if summary is None:
             return None
         rows = self._query(RESULT_ROWS, (job_id, offset, limit))
-        return summary, [image_row(row) for row in rows]
+        return summary, [image_row(row, summary.status) for row in rows]
 
     async def recent(
         self, limit: int, status: JobStatus | None = None, before: int | None = None
@@ -515,7 +593,7 @@ class SqliteJobStore:
             parameters.append(before)
         parameters.append(limit)
         rows = self._query(
-            "SELECT id, status, created_at, finished_at, total, done, failed, NULL FROM jobs "
+            f"SELECT {LIST_COLUMNS} FROM jobs "
             f"WHERE {' AND '.join(clauses)} ORDER BY id DESC LIMIT ?",
             parameters,
         )
@@ -564,7 +642,9 @@ def _insert_job(
     created_at: float,
     visits: Sequence[Visit],
     stores: Sequence[Store | None],
+    *,
     size: int,
+    idempotency: IdempotencyKey | None,
 ) -> tuple[int, dict[str, int], JobSummary | None]:
     total = sum(len(visit.image_urls) for visit in visits)
     cursor = connection.execute(
@@ -574,6 +654,12 @@ def _insert_job(
     )
     job_id = cursor.lastrowid
     assert job_id is not None
+    if idempotency is not None:
+        # A key is recorded only with the job it created, in the same transaction.
+        connection.execute(
+            "INSERT INTO idempotency_keys (key, body_hash, job_id, created_at) VALUES (?, ?, ?, ?)",
+            (idempotency.key, idempotency.body_hash, job_id, created_at),
+        )
     ranks: dict[str, int] = {}
     for position, visit in enumerate(visits):
         ranks.setdefault(visit.store_id, position)
@@ -663,9 +749,12 @@ def _record(
     counts: dict[int, list[int]] = {}
     failures: list[tuple[int, int, int, str, str]] = []
     for position, (task, outcome) in enumerate(batch):
+        # A cancelled job's images in flight still report; an image of an earlier run
+        # of a retried job (another epoch) does not.
         row = connection.execute(
             "UPDATE images SET state = ?, width = ?, height = ?, error = ?, kind = ? "
-            "WHERE job_id = ? AND idx = ? AND state = ? RETURNING visit, url",
+            "WHERE job_id = ? AND idx = ? AND state IN (?, ?) AND epoch = ? "
+            "RETURNING visit, url",
             (
                 SETTLED,
                 outcome.width,
@@ -675,10 +764,12 @@ def _record(
                 task.job_id,
                 task.index,
                 QUEUED,
+                CANCELLED,
+                task.epoch,
             ),
         ).fetchone()
         if row is None:
-            continue  # settled already (a repeat), or its job is gone
+            continue  # settled already (a repeat), its job is gone, or another run's
         accepted.append(position)
         count = counts.setdefault(task.job_id, [0, 0])
         count[0] += 1
@@ -686,54 +777,141 @@ def _record(
             count[1] += 1
             failures.append((task.job_id, task.index, row[0], row[1], outcome.error))
     for job_id, image_index, visit, url, error in failures:
-        store_id, rank = connection.execute(
-            "SELECT store_id, store_rank FROM visits WHERE job_id = ? AND position = ?",
-            (job_id, visit),
-        ).fetchone()
-        # A store's error names its first failing image in submission order, whatever
-        # order the downloads finished in.
-        connection.execute(
-            "INSERT INTO store_failures (job_id, store_id, store_rank, first_index, reason, "
-            "images, unknown_store) VALUES (?, ?, ?, ?, ?, 1, 0) "
-            "ON CONFLICT (job_id, store_id) DO UPDATE SET images = images + 1, "
-            "reason = CASE WHEN excluded.first_index < first_index "
-            "THEN excluded.reason ELSE reason END, "
-            "first_index = MIN(first_index, excluded.first_index)",
-            (job_id, store_id, rank, image_index, image_error(url, error)),
-        )
+        _note_failure(connection, job_id, image_index, visit, image_error(url, error))
     finished: list[JobSummary] = []
     for job_id in sorted(counts):
         done, failed = counts[job_id]
         row = connection.execute(
             "UPDATE jobs SET done = done + ?, failed = failed + ? WHERE id = ? "
-            "RETURNING done, total",
+            "RETURNING done, total, status",
             (done, failed, job_id),
         ).fetchone()
-        if row is not None and row[0] == row[1]:
+        if row is None:
+            continue
+        if row[2] == JobStatus.ONGOING.value and row[0] == row[1]:
             finished.append(_finish(connection, job_id, finished_at))
+        elif row[2] == JobStatus.CANCELLED.value and failed:
+            _write_errors(connection, job_id)  # a late failure joins the list
     return _Committed(accepted, {job: (c[0], c[1]) for job, c in counts.items()}, finished)
 
 
-def _finish(connection: sqlite3.Connection, job_id: int, finished_at: float) -> JobSummary:
-    """The one transition out of ongoing, in the transaction that settled the last image."""
+def _note_failure(
+    connection: sqlite3.Connection, job_id: int, index: int, visit: int, reason: str
+) -> None:
+    store_id, rank = connection.execute(
+        "SELECT store_id, store_rank FROM visits WHERE job_id = ? AND position = ?",
+        (job_id, visit),
+    ).fetchone()
+    connection.execute(UPSERT_STORE_FAILURE, (job_id, store_id, rank, index, reason, 0))
+
+
+def _write_errors(connection: sqlite3.Connection, job_id: int) -> list[tuple[str, str]]:
+    """Build the job's error list from its store failures and keep it on the job row."""
     failures = connection.execute(JOB_ERRORS, (job_id,)).fetchall()
     errors = [
         (store_id, store_error(reason, images, bool(unknown)))
         for store_id, reason, images, unknown in failures
     ]
+    connection.execute("UPDATE jobs SET errors = ? WHERE id = ?", (errors_json(errors), job_id))
+    return errors
+
+
+def _cancel(connection: sqlite3.Connection, job_id: int, at: float) -> JobSummary:
+    row = connection.execute(
+        "UPDATE jobs SET status = 'cancelled', finished_at = ? WHERE id = ? AND status = 'ongoing' "
+        "RETURNING id",
+        (at, job_id),
+    ).fetchone()
+    if row is None:
+        found = connection.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if found is None:
+            raise JobNotFound(f"job {job_id} not found")
+        raise JobConflict(f"job already {found[0]}")
+    # Never started, never will: they stay without a result.
+    connection.execute(
+        "UPDATE images SET state = ? WHERE job_id = ? AND state = ?", (CANCELLED, job_id, QUEUED)
+    )
+    _write_errors(connection, job_id)
+    return summary_of(connection.execute(JOB_SUMMARY, (job_id,)).fetchone())
+
+
+def _reopen(
+    connection: sqlite3.Connection, job_id: int, room: int, pending: int, max_pending: int
+) -> tuple[Reopened, _Live]:
+    found = connection.execute("SELECT status, epoch FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    if found is None:
+        raise JobNotFound(f"job {job_id} not found")
+    check_retryable(JobStatus(found[0]))
+    kinds = sorted(kind.value for kind in RETRYABLE_FAILURES)
+    marks = ", ".join("?" * len(kinds))
+    count = connection.execute(
+        f"SELECT count(*) FROM images WHERE job_id = ? AND state = ? AND kind IN ({marks})",
+        (job_id, SETTLED, *kinds),
+    ).fetchone()[0]
+    if not count:
+        raise JobConflict("nothing to retry")
+    if count > room:
+        raise overloaded(pending, count, max_pending)
+    epoch = found[1] + 1
+    connection.execute(
+        "UPDATE images SET state = ?, width = NULL, height = NULL, error = NULL, kind = NULL, "
+        f"epoch = ? WHERE job_id = ? AND state = ? AND kind IN ({marks})",
+        (QUEUED, epoch, job_id, SETTLED, *kinds),
+    )
+    # The error list is rebuilt from the failures that stay.
+    connection.execute(
+        "DELETE FROM store_failures WHERE job_id = ? AND unknown_store = 0", (job_id,)
+    )
+    for index, visit, url, error in connection.execute(
+        "SELECT idx, visit, url, error FROM images WHERE job_id = ? AND state = ? "
+        "AND error IS NOT NULL AND kind != ? ORDER BY idx",
+        (job_id, SETTLED, FailureKind.UNKNOWN_STORE.value),
+    ).fetchall():
+        _note_failure(connection, job_id, index, visit, image_error(url, error))
+    created_at, total, done, failed, size = connection.execute(
+        "UPDATE jobs SET status = 'ongoing', finished_at = NULL, errors = NULL, "
+        "done = done - ?, failed = failed - ?, epoch = ? WHERE id = ? "
+        "RETURNING created_at, total, done, failed, bytes",
+        (count, count, epoch, job_id),
+    ).fetchone()
+    tasks = [
+        ImageTask(job_id, index, url, store_id, epoch=epoch)
+        for index, url, store_id in connection.execute(
+            "SELECT i.idx, COALESCE(i.fetch_url, i.url), v.store_id FROM images i "
+            "JOIN visits v ON v.job_id = i.job_id AND v.position = i.visit "
+            "WHERE i.job_id = ? AND i.state = ? ORDER BY i.idx",
+            (job_id, QUEUED),
+        )
+    ]
+    live = _Live(moment(created_at), total, done, failed, size, epoch)
+    return Reopened(job_id, len(tasks), tasks), live
+
+
+def _finish(connection: sqlite3.Connection, job_id: int, finished_at: float) -> JobSummary:
+    """The one transition out of ongoing, in the transaction that settled the last image."""
+    errors = _write_errors(connection, job_id)
     status = JobStatus.FAILED if errors else JobStatus.COMPLETED
     row = connection.execute(
-        "UPDATE jobs SET status = ?, finished_at = ?, errors = ? WHERE id = ? "
-        f"RETURNING {SUMMARY_COLUMNS}",
-        (status.value, finished_at, errors_json(errors), job_id),
+        f"UPDATE jobs SET status = ?, finished_at = ? WHERE id = ? RETURNING {SUMMARY_COLUMNS}",
+        (status.value, finished_at, job_id),
     ).fetchone()
     return summary_of(row)
 
 
 def _sweep(
-    connection: sqlite3.Connection, cutoff: float, keep: int, excess_bytes: int
+    connection: sqlite3.Connection,
+    cutoff: float,
+    keep: int,
+    excess_bytes: int,
+    keys_cutoff: float,
 ) -> list[tuple[int, int]]:
     """Delete what retention says must go; returns (job id, estimated bytes) of each."""
+    _transaction(
+        connection,
+        lambda: connection.execute(
+            "DELETE FROM idempotency_keys WHERE created_at <= ?", (keys_cutoff,)
+        ),
+    )
     finished = connection.execute(
         "SELECT id, finished_at, bytes FROM jobs WHERE finished_at IS NOT NULL "
         "ORDER BY finished_at DESC, id DESC"

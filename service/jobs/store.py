@@ -28,8 +28,10 @@ from service.store_master import Store
 
 __all__ = [
     "CreatedJob",
+    "IdempotencyKey",
     "JobStore",
     "Recorded",
+    "Reopened",
     "ReplicaRecord",
     "StoreOpenError",
     "UnfinishedJob",
@@ -51,6 +53,26 @@ class CreatedJob:
     unknown_stores: dict[str, int]
     # Set when nothing was left to process (every store unknown): the job ended at once.
     finished: JobSummary | None = None
+    # True when an Idempotency-Key named a job created before: nothing new was made.
+    replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyKey:
+    """A submit's ``Idempotency-Key`` and the hash of its body (the parsed JSON)."""
+
+    key: str
+    body_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reopened:
+    """A failed job put back to ongoing by a retry: how many images go again, and (for a
+    store this process alone works on) the images themselves."""
+
+    job_id: int
+    queued: int
+    tasks: list[ImageTask]
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,9 +152,30 @@ class JobStore(Protocol):
         ...
 
     async def create(
-        self, visits: Sequence[Visit], stores: Sequence[Store | None], *, max_pending: int
+        self,
+        visits: Sequence[Visit],
+        stores: Sequence[Store | None],
+        *,
+        max_pending: int,
+        idempotency: IdempotencyKey | None = None,
     ) -> CreatedJob:
-        """Commit a new job; ``Overloaded`` if it would take pending images past ``max_pending``."""
+        """Commit a new job; ``Overloaded`` if it would take pending images past ``max_pending``.
+
+        With ``idempotency``, a key seen before answers its job (``replayed``) before any
+        admission check, or ``IdempotencyMismatch`` when the body differs; a new key is
+        committed with the job, and only then.
+        """
+
+    async def cancel(self, job_id: int) -> JobSummary:
+        """Stop an ongoing job: no image of it starts any more. ``JobNotFound``, or
+        ``JobConflict`` when it has ended already."""
+
+    async def retry(self, job_id: int, *, max_pending: int) -> Reopened:
+        """Put a failed job's retryable failed images back to work, in a new run (epoch).
+
+        ``JobConflict`` unless the job failed and has such images; ``Overloaded`` past
+        ``max_pending`` like a submit.
+        """
 
     async def record(self, settled: Sequence[SettledImage]) -> Recorded: ...
 

@@ -23,7 +23,8 @@ class ImageTask:
     """One image to process: its job, its position in the job, where to fetch it, which try.
 
     ``store_id`` labels log lines. ``claim`` is the token of the claim a replica holds on
-    the image in a shared store (0 otherwise): a result under a stale claim is ignored.
+    the image in a shared store (0 otherwise), and ``epoch`` the job's run it belongs to:
+    a result under a stale claim, or from an earlier run of a retried job, is ignored.
     """
 
     job_id: int
@@ -31,6 +32,7 @@ class ImageTask:
     url: str
     store_id: str = ""
     claim: int = 0
+    epoch: int = 0
     attempt: int = 1
 
     def next_attempt(self) -> ImageTask:
@@ -135,6 +137,10 @@ class FairQueue:
         timer = asyncio.get_running_loop().call_later(delay, back)
         work.backoffs.add(timer)
         self._backing_off += 1
+
+    def job_ids(self) -> list[int]:
+        """The jobs this queue holds work of."""
+        return list(self._jobs)
 
     def pause(self) -> None:
         """Hand out nothing until ``resume``: shutting down, or the store cannot keep up."""

@@ -15,8 +15,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from tests.support.image_host import ImageHost
-from tests.support.jobs import payload, submit, visit
-from tests.support.polling import wait_for_status
+from tests.support.jobs import job_ids, payload, submit, visit
+from tests.support.polling import eventually, wait_for_status
 
 CLI = Path(sys.executable).with_name("retail-pulse")
 
@@ -194,3 +194,38 @@ async def test_api_key_from_rp_api_key_is_sent(
     )
     assert code == 1, err
     assert json.loads(out)["status"] == "failed"
+
+
+async def test_cancel_exits_3_and_a_cancelled_wait_does_too(
+    client: TestClient[Any, Any], image_host: ImageHost, tmp_path: Path
+) -> None:
+    payload_file = write_payload(tmp_path, visit("RP00001", image_host.url("/hold/4x4.png")))
+    waiting = asyncio.create_task(
+        run_cli("--url", base_url(client), "submit", str(payload_file), "--wait")
+    )
+
+    async def listed() -> int | None:
+        ids = await job_ids(client)
+        return ids[0] if ids else None
+
+    job_id = await eventually(listed)
+    code, out, _ = await run_cli("--url", base_url(client), "cancel", str(job_id))
+    assert code == 3
+    assert json.loads(out) == {"status": "cancelled", "job_id": job_id}
+    code, out, _ = await waiting
+    assert code == 3
+    assert json.loads(out)["status"] == "cancelled"
+    image_host.release()
+    code, _, err = await run_cli("--url", base_url(client), "cancel", str(job_id))
+    assert code == 2
+    assert "409" in err and "job already cancelled" in err
+
+
+async def test_retry_of_a_job_with_nothing_to_retry_exits_2(
+    client: TestClient[Any, Any], image_host: ImageHost
+) -> None:
+    job_id = await submit(client, visit("GHOST", image_host.url("/img/4x4.png")))
+    await wait_for_status(client, job_id)
+    code, _, err = await run_cli("--url", base_url(client), "retry", str(job_id))
+    assert code == 2
+    assert "nothing to retry" in err

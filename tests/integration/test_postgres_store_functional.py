@@ -241,3 +241,38 @@ async def test_max_database_bytes_deletes_old_finished_jobs_then_refuses(
         await store.create([visit(1)], [SHOP], max_pending=100)
     with pytest.raises(StoreFull, match="job store is full"):
         await store.create([visit(1)], [SHOP], max_pending=100)
+
+
+async def test_retry_starts_a_new_run_that_ignores_the_last_run_s_late_results(
+    open_store: StoreFactory,
+) -> None:
+    store = await open_store()
+    created = await store.create([visit(2)], [SHOP], max_pending=100)
+    first = await store.claim(10)
+    failure = ImageOutcome.failed("HTTP 503 after 3 attempts", FailureKind.HTTP_STATUS)
+    recorded = await store.record(settle(first, failure))
+    assert [summary.status for summary in recorded.finished] == [JobStatus.FAILED]
+    reopened = await store.retry(created.job_id, max_pending=100)
+    assert reopened.queued == 2
+    again = await store.claim(10)
+    assert {(task.index, task.epoch) for task in again} == {(0, 1), (1, 1)}
+    # The first run's result, under its own claim, arrives late: it settles nothing.
+    assert (await store.record(settle(first))).accepted == []
+    done = await store.record(settle(again))
+    (summary,) = done.finished
+    assert (summary.status, summary.errors, summary.epoch) == (JobStatus.COMPLETED, (), 1)
+
+
+async def test_cancel_stops_claims_and_keeps_in_flight_results(open_store: StoreFactory) -> None:
+    store = await open_store()
+    created = await store.create([visit(4)], [SHOP], max_pending=100)
+    in_flight = await store.claim(2)
+    summary = await store.cancel(created.job_id)
+    assert summary.status is JobStatus.CANCELLED
+    assert await store.claim(10) == []  # the queued images never start
+    late = await store.record(settle(in_flight))
+    assert len(late.accepted) == 2 and late.finished == []
+    found = await store.rows(created.job_id, 0, 10)
+    assert found is not None
+    assert [row.state.value for row in found[1]] == ["measured"] * 2 + ["cancelled"] * 2
+    assert await store.ended_jobs([created.job_id]) == [created.job_id]

@@ -73,6 +73,14 @@ async def measured_here(session: aiohttp.ClientSession) -> int:
     return int(float(match[1]))
 
 
+async def queued_here(session: aiohttp.ClientSession) -> int:
+    async with session.get("/metrics") as response:
+        text = await response.text()
+    match = re.search(r"^retail_pulse_images_queued (\S+)$", text, re.M)
+    assert match, "no queued-images gauge"
+    return int(float(match[1]))
+
+
 def urls(image_host: ImageHost, count: int, tag: str) -> list[str]:
     return [image_host.url(f"/img/{8 + n % 50}x8.png?{tag}={n}") for n in range(count)]
 
@@ -172,3 +180,77 @@ async def test_replicas_are_listed_with_their_heartbeats(start_replica: Start) -
     for replica in listed:
         assert replica["silent_for"] < CLAIM_TIMEOUT
         assert replica["id"] and replica["pid"] > 0
+
+
+async def test_a_cancel_on_one_replica_stops_the_images_another_has_claimed(
+    start_replica: Start, image_host: ImageHost, postgres_url: str
+) -> None:
+    holder = await start_replica()
+    job_urls = [image_host.url(f"/hold/{8 + n}x8.png") for n in range(40)]
+    async with aiohttp.ClientSession(holder.base_url) as session:
+        job_id = await submit(session, visit("RP00001", *job_urls))
+        # The holder claims the job's images (4 in flight, the rest waiting locally).
+        connection = await asyncpg.connect(postgres_url)
+        try:
+            for _ in range(200):
+                claimed = await connection.fetchval(
+                    "SELECT count(*) FROM images WHERE job_id = $1 AND state = 1", job_id
+                )
+                if claimed > 4:
+                    break
+                await asyncio.sleep(0.02)
+            assert claimed > 4, "the holder never claimed the job's images"
+        finally:
+            await connection.close()
+    other = await start_replica()
+    async with (
+        aiohttp.ClientSession(other.base_url) as session,
+        session.post(f"/api/jobs/{job_id}/cancel") as response,
+    ):
+        assert response.status == 202
+        assert (await response.json())["status"] == "cancelled"
+    # Both replicas hear of it (NOTIFY) and drop what they claimed but had not started.
+    for replica in (holder, other):
+        async with aiohttp.ClientSession(replica.base_url) as session:
+            deadline = time.monotonic() + 5
+            while await queued_here(session):
+                assert time.monotonic() < deadline, "a replica kept the cancelled job's claims"
+                await asyncio.sleep(0.05)
+    started = [path for path in image_host.requests if path.startswith("/hold/")]
+    image_host.release()  # the images in flight at the cancel finish...
+    async with aiohttp.ClientSession(holder.base_url) as session:
+        deadline = time.monotonic() + 10
+        while True:
+            async with session.get(f"/api/jobs/{job_id}", params={"limit": "100"}) as response:
+                body = await response.json()
+            if body["progress"]["done"] >= len(started):
+                break
+            assert time.monotonic() < deadline, body["progress"]
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)  # room for a download that should not start
+    # ...and no other image of the job starts, on either replica.
+    assert [path for path in image_host.requests if path.startswith("/hold/")] == started
+    states = [row["state"] for row in body["results"]]
+    assert states.count("measured") == len(started)
+    assert states.count("cancelled") == 40 - len(started)
+    assert body["status"] == "cancelled"
+
+
+async def test_one_idempotency_key_on_two_replicas_creates_one_job(
+    start_replica: Start, image_host: ImageHost
+) -> None:
+    first, second = await start_replica(), await start_replica()
+    body = {"count": 1, "visits": [visit("RP00001", image_host.url("/img/4x4.png"))]}
+
+    async def post(base_url: str) -> tuple[int, int, str | None]:
+        async with (
+            aiohttp.ClientSession(base_url) as session,
+            session.post("/api/submit", json=body, headers={"Idempotency-Key": "two"}) as response,
+        ):
+            answer = await response.json()
+            return response.status, answer["job_id"], response.headers.get("Idempotent-Replayed")
+
+    answers = await asyncio.gather(*(post(s.base_url) for s in [first, second] * 4))
+    assert {status for status, _, _ in answers} == {201}
+    assert len({job_id for _, job_id, _ in answers}) == 1
+    assert sum(replayed == "true" for _, _, replayed in answers) == 7

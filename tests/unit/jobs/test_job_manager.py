@@ -136,7 +136,7 @@ async def status(manager: JobManager, job_id: int) -> JobSummary:
 async def test_a_flush_returns_once_every_earlier_report_is_committed(
     manager: JobManager, queue: RecordingQueue
 ) -> None:
-    job_id = await manager.submit([visit("http://a/1", "http://a/2", "http://a/3")])
+    job_id = (await manager.submit([visit("http://a/1", "http://a/2", "http://a/3")])).job_id
     tasks = queue.tasks[job_id]
     manager.settle(settled(tasks[:1]))
     manager.settle(settled(tasks[1:2]))
@@ -150,7 +150,7 @@ async def test_a_flush_returns_once_every_earlier_report_is_committed(
 async def test_a_job_finishes_once_however_often_its_images_are_reported(
     manager: JobManager, queue: RecordingQueue, observer: CountingObserver
 ) -> None:
-    job_id = await manager.submit([visit("http://a/1", "http://a/2")])
+    job_id = (await manager.submit([visit("http://a/1", "http://a/2")])).job_id
     tasks = queue.tasks[job_id]
     failure = ImageOutcome.failed("HTTP 404", FailureKind.HTTP_STATUS)
     manager.settle(settled(tasks[:1], failure))
@@ -178,7 +178,7 @@ async def test_admission_is_checked_again_inside_the_actor(
         results = await asyncio.gather(
             manager.submit([visit(*urls)]), manager.submit([visit(*urls)]), return_exceptions=True
         )
-        assert sum(isinstance(result, int) for result in results) == 1
+        assert sum(isinstance(result, CreatedJob) for result in results) == 1
         refused = next(result for result in results if isinstance(result, Overloaded))
         assert "3 images pending, this job adds 3, the limit is 4" in refused.message
         assert manager.pending_images == 3
@@ -189,7 +189,7 @@ async def test_admission_is_checked_again_inside_the_actor(
 async def test_drain_fails_what_is_left_as_shutdown_and_close_refuses_new_work(
     manager: JobManager, queue: RecordingQueue, store: JobStore
 ) -> None:
-    job_id = await manager.submit([visit("http://a/1", "http://a/2")])
+    job_id = (await manager.submit([visit("http://a/1", "http://a/2")])).job_id
     manager.settle(settled(queue.tasks[job_id][:1]))
     failed = await manager.drain(0, nothing_in_flight)
     assert queue.paused
@@ -220,7 +220,7 @@ async def test_a_failing_observer_never_leaves_a_job_ongoing(
     manager = JobManager(store, MASTER, queue, Settings().jobs, observer=observer)
     await manager.start()
     try:
-        job_id = await manager.submit([visit("http://a/1", "http://a/2")])
+        job_id = (await manager.submit([visit("http://a/1", "http://a/2")])).job_id
         manager.settle(settled(queue.tasks[job_id]))
         await manager.flush()
         summary = await status(manager, job_id)
@@ -233,7 +233,9 @@ async def test_a_failing_observer_never_leaves_a_job_ongoing(
 async def test_unknown_store_images_fail_at_creation_and_are_never_queued(
     manager: JobManager, queue: RecordingQueue
 ) -> None:
-    job_id = await manager.submit([visit("http://a/1", store_id="NOPE"), visit("http://a/2")])
+    job_id = (
+        await manager.submit([visit("http://a/1", store_id="NOPE"), visit("http://a/2")])
+    ).job_id
     assert [task.index for task in queue.tasks[job_id]] == [1]
     summary = await status(manager, job_id)
     assert (summary.done, summary.failed, summary.total) == (1, 1, 2)
@@ -263,7 +265,7 @@ async def test_outcomes_the_store_refuses_are_kept_retried_and_pause_new_work(
     manager = JobManager(switchable, MASTER, queue, settings)  # type: ignore[arg-type]
     await manager.start()
     try:
-        job_id = await manager.submit([visit("http://a/1", "http://a/2", "http://a/3")])
+        job_id = (await manager.submit([visit("http://a/1", "http://a/2", "http://a/3")])).job_id
         switchable.down = True
         manager.settle(settled(queue.tasks[job_id][:2]))
         await manager.flush()
