@@ -179,6 +179,12 @@ class Metrics:
             buckets=(0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 14400),
             registry=registry,
         )
+        self.header_timeouts = Counter(
+            "retail_pulse_header_timeouts",
+            "Connections answered 408 and closed: no complete request headers within "
+            "header_timeout.",
+            registry=registry,
+        )
         self.replica_info = Gauge(
             "retail_pulse_replica_info",
             "This process among the replicas of one job store (always 1).",

@@ -1,0 +1,211 @@
+"""Client connections to the HTTP API: the header timeout and the keep-alive timeout.
+
+aiohttp's server applies no timeout to a request's line and headers, and by default
+keeps even a connection that never sent a byte for an hour. ``ServiceRunner`` serves
+the app through ``GuardedRequestHandler``, a ``web.RequestHandler`` that answers 408
+and closes when the headers do not arrive within ``header_timeout``.
+
+The hook leans on aiohttp internals, each pinned by
+``tests/integration/test_connections_functional.py``: ``BaseRunner._make_server``
+(the abstract method every runner implements), ``web.Server._kwargs`` (the handler
+arguments), ``RequestHandler._waiter`` (pending exactly while the handler waits for a
+request, as aiohttp's own keep-alive timer reads it), and that the server's request
+factory runs once a request's headers are parsed, before its body is read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.http_parser import RawRequestMessage
+from aiohttp.streams import StreamReader
+
+from service.config import ConnectionSettings
+from service.metrics import Metrics
+
+__all__ = [
+    "ConnectionGuard",
+    "GuardedRequestHandler",
+    "GuardedServer",
+    "ServiceRunner",
+]
+
+log = logging.getLogger(__name__)
+
+# Repeated timeouts are summed into one line at most this often.
+LOG_EVERY = 10.0
+
+
+def _response(status: str, message: str) -> bytes:
+    # Written straight to the socket: no request exists, so no middleware can answer.
+    body = json.dumps({"error": message}).encode()
+    head = (
+        f"HTTP/1.1 {status}\r\n"
+        "Content-Type: application/json; charset=utf-8\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+class _Tally:
+    """Counts an event; logs the count at most once per ``LOG_EVERY`` s, not once per event."""
+
+    def __init__(
+        self, level: int, message: str, count_field: str, limit_field: str, limit: float
+    ) -> None:
+        self._level = level
+        self._message = message  # formatted with the count, then the limit
+        self._count_field = count_field
+        self._limit_field = limit_field
+        self._limit = limit
+        self._count = 0
+        self._next_log = 0.0
+
+    def add(self) -> None:
+        self._count += 1
+        now = time.monotonic()
+        if now >= self._next_log:
+            fields = {self._count_field: self._count, self._limit_field: self._limit}
+            log.log(self._level, self._message, self._count, self._limit, extra=fields)
+            self._count = 0
+            self._next_log = now + LOG_EVERY
+
+
+class ConnectionGuard:
+    """The state every connection shares: the limits, and a tally of timeouts."""
+
+    def __init__(self, settings: ConnectionSettings, metrics: Metrics) -> None:
+        self.header_timeout = settings.header_timeout
+        self._metrics = metrics
+        self.timed_out_response = _response(
+            "408 Request Timeout",
+            f"request headers not received within {settings.header_timeout:g} s",
+        )
+        self._timeouts = _Tally(
+            logging.INFO,
+            "closed %d connection(s) with 408: no complete request headers within %g s",
+            "timed_out",
+            "header_timeout",
+            settings.header_timeout,
+        )
+
+    def timed_out(self) -> None:
+        self._metrics.header_timeouts.inc()
+        self._timeouts.add()
+
+
+class GuardedRequestHandler(web.RequestHandler):
+    """aiohttp's connection handler, plus the header timeout.
+
+    The header timer runs from the connection's start, and on a kept-alive connection
+    from the first byte of the next request; it stops when ``GuardedServer`` turns the
+    parsed headers into a request. While it runs, aiohttp's idle timer is off: a client
+    sending a request is not idle, and a silent new one gets the 408 instead.
+    """
+
+    __slots__ = ("_guard", "_header_timer")
+
+    def __init__(self, manager: web.Server, guard: ConnectionGuard, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._guard = guard
+        self._header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._start_header_timer()
+
+    def data_received(self, data: bytes) -> None:
+        if self._header_timer is None and data and self._waiting_for_request():
+            self._start_header_timer()
+        super().data_received(data)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._stop_header_timer()
+        super().connection_lost(exc)
+
+    def headers_received(self) -> None:
+        """The request's line and headers are in; the body is not the timer's business."""
+        self._stop_header_timer()
+
+    def _waiting_for_request(self) -> bool:
+        waiter = self._waiter
+        return waiter is not None and not waiter.done()
+
+    def _start_header_timer(self) -> None:
+        # keep_alive(True) cancels aiohttp's idle timer and leaves keep-alive on.
+        self.keep_alive(True)
+        self._header_timer = asyncio.get_running_loop().call_later(
+            self._guard.header_timeout, self._header_timed_out
+        )
+
+    def _stop_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _header_timed_out(self) -> None:
+        self._header_timer = None
+        waiter = self._waiter
+        if waiter is not None and waiter.done():
+            return  # the headers completed in this very loop turn; the request is on its way
+        transport = self.transport
+        if transport is None:
+            return
+        transport.write(self._guard.timed_out_response)
+        self._guard.timed_out()
+        self.force_close()
+
+
+class GuardedServer(web.Server):
+    """aiohttp's ``web.Server`` making ``GuardedRequestHandler``s, told when headers are in."""
+
+    def __init__(self, plain: web.Server, guard: ConnectionGuard) -> None:
+        # The plain server's arguments, so the handlers get what the app and runner set.
+        super().__init__(
+            plain.request_handler,
+            request_factory=plain.request_factory,
+            handler_cancellation=plain.handler_cancellation,
+            loop=asyncio.get_running_loop(),
+            **plain._kwargs,
+        )
+        self._make_plain_request = plain.request_factory
+        self.request_factory = self._make_request_seen
+        self._guard = guard
+
+    def __call__(self) -> GuardedRequestHandler:
+        return GuardedRequestHandler(self, self._guard, loop=self._loop, **self._kwargs)
+
+    def _make_request_seen(
+        self,
+        message: RawRequestMessage,
+        payload: StreamReader,
+        protocol: web.RequestHandler,
+        writer: AbstractStreamWriter,
+        task: asyncio.Task[None],
+    ) -> web.BaseRequest:
+        # aiohttp builds the request once the headers are parsed, before reading the body.
+        if isinstance(protocol, GuardedRequestHandler):
+            protocol.headers_received()
+        return self._make_plain_request(message, payload, protocol, writer, task)
+
+
+class ServiceRunner(web.AppRunner):
+    """``web.AppRunner`` whose server guards its connections (see the module docstring)."""
+
+    def __init__(self, app: web.Application, guard: ConnectionGuard, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self._guard = guard
+
+    @property
+    def guard(self) -> ConnectionGuard:
+        return self._guard
+
+    async def _make_server(self) -> web.Server:
+        return GuardedServer(await super()._make_server(), self._guard)
