@@ -214,7 +214,7 @@ def create_runner(app: web.Application) -> ServiceRunner:
     """The runner ``serve`` uses. Like aiohttp's default and unlike its test server, it
     does not cancel a handler whose client has gone: the handler runs on and sees the
     disconnect (tests of that behaviour need this runner). Its connections get the
-    header timeout and the keep-alive timeout."""
+    header timeout, the keep-alive timeout and the connection cap."""
     settings = app[keys.SETTINGS]
     return ServiceRunner(
         app,

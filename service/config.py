@@ -84,10 +84,11 @@ def _setting(default: Any, check: Callable[[Any], str | None] | None = None) -> 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ConnectionSettings:
-    """Client connections to the HTTP API: how long each may take."""
+    """Client connections to the HTTP API: how long each may take, and how many at once."""
 
     header_timeout: float
     keepalive_timeout: float
+    max_connections: int
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -202,6 +203,7 @@ class Settings:
     event_loop: str = _setting("auto", _one_of("auto", "asyncio", "uvloop"))
     header_timeout: float = _setting(10.0, _positive)
     keepalive_timeout: float = _setting(15.0, _positive)
+    max_connections: int = _setting(10_000, _positive)
 
     workers: int = _setting(0, _non_negative)
     verify: str = _setting("full", _one_of("full", "header"))

@@ -1,9 +1,10 @@
-"""Client connections to the HTTP API: the header timeout and the keep-alive timeout.
+"""Client connections to the HTTP API: the header and keep-alive timeouts, the cap.
 
 aiohttp's server applies no timeout to a request's line and headers, and by default
 keeps even a connection that never sent a byte for an hour. ``ServiceRunner`` serves
 the app through ``GuardedRequestHandler``, a ``web.RequestHandler`` that answers 408
-and closes when the headers do not arrive within ``header_timeout``.
+and closes when the headers do not arrive within ``header_timeout``, and that refuses
+connections past ``max_connections``.
 
 The hook leans on aiohttp internals, each pinned by
 ``tests/integration/test_connections_functional.py``: ``BaseRunner._make_server``
@@ -19,7 +20,7 @@ import asyncio
 import json
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
@@ -38,17 +39,18 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# Repeated timeouts are summed into one line at most this often.
+# Repeated refusals and timeouts are summed into one line at most this often.
 LOG_EVERY = 10.0
 
 
-def _response(status: str, message: str) -> bytes:
+def _response(status: str, message: str, extra_headers: str = "") -> bytes:
     # Written straight to the socket: no request exists, so no middleware can answer.
     body = json.dumps({"error": message}).encode()
     head = (
         f"HTTP/1.1 {status}\r\n"
         "Content-Type: application/json; charset=utf-8\r\n"
         f"Content-Length: {len(body)}\r\n"
+        f"{extra_headers}"
         "Connection: close\r\n\r\n"
     )
     return head.encode() + body
@@ -79,14 +81,28 @@ class _Tally:
 
 
 class ConnectionGuard:
-    """The state every connection shares: the limits, and a tally of timeouts."""
+    """The state every connection shares: how many are open, the limits, and their tallies."""
 
     def __init__(self, settings: ConnectionSettings, metrics: Metrics) -> None:
         self.header_timeout = settings.header_timeout
+        self.max_connections = settings.max_connections
         self._metrics = metrics
+        self._open = 0
         self.timed_out_response = _response(
             "408 Request Timeout",
             f"request headers not received within {settings.header_timeout:g} s",
+        )
+        self.refused_response = _response(
+            "503 Service Unavailable",
+            "too many open connections; try again shortly",
+            "Retry-After: 1\r\n",
+        )
+        self._refusals = _Tally(
+            logging.WARNING,
+            "refused %d connection(s) with 503: max_connections (%d) are open",
+            "refused",
+            "max_connections",
+            settings.max_connections,
         )
         self._timeouts = _Tally(
             logging.INFO,
@@ -95,6 +111,23 @@ class ConnectionGuard:
             "header_timeout",
             settings.header_timeout,
         )
+        metrics.watch_connections(self)
+
+    @property
+    def open(self) -> int:
+        return self._open
+
+    def admit(self) -> bool:
+        """Count a new connection in, or refuse it (counted and logged) at the cap."""
+        if self._open >= self.max_connections:
+            self._metrics.connections_refused.inc()
+            self._refusals.add()
+            return False
+        self._open += 1
+        return True
+
+    def release(self) -> None:
+        self._open -= 1
 
     def timed_out(self) -> None:
         self._metrics.header_timeouts.inc()
@@ -102,7 +135,7 @@ class ConnectionGuard:
 
 
 class GuardedRequestHandler(web.RequestHandler):
-    """aiohttp's connection handler, plus the header timeout.
+    """aiohttp's connection handler, plus the header timeout and the connection cap.
 
     The header timer runs from the connection's start, and on a kept-alive connection
     from the first byte of the next request; it stops when ``GuardedServer`` turns the
@@ -110,24 +143,36 @@ class GuardedRequestHandler(web.RequestHandler):
     sending a request is not idle, and a silent new one gets the 408 instead.
     """
 
-    __slots__ = ("_guard", "_header_timer")
+    __slots__ = ("_admitted", "_guard", "_header_timer")
 
     def __init__(self, manager: web.Server, guard: ConnectionGuard, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._guard = guard
         self._header_timer: asyncio.TimerHandle | None = None
+        self._admitted = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if not self._guard.admit():
+            # A uvloop transport is no asyncio.Transport subclass, but has the same methods.
+            refused = cast(asyncio.Transport, transport)
+            refused.write(self._guard.refused_response)
+            refused.close()
+            return
+        self._admitted = True
         super().connection_made(transport)
         self._start_header_timer()
 
     def data_received(self, data: bytes) -> None:
-        if self._header_timer is None and data and self._waiting_for_request():
+        if self._admitted and self._header_timer is None and data and self._waiting_for_request():
             self._start_header_timer()
         super().data_received(data)
 
     def connection_lost(self, exc: BaseException | None) -> None:
+        if not self._admitted:
+            return
+        self._admitted = False
         self._stop_header_timer()
+        self._guard.release()
         super().connection_lost(exc)
 
     def headers_received(self) -> None:

@@ -1,4 +1,4 @@
-"""Client connections over raw sockets: the header timeout (408) and the keep-alive timeout.
+"""Client connections over raw sockets: header timeout (408), keep-alive timeout, the cap.
 
 The service runs on ``create_runner``, the runner ``serve`` uses, on 127.0.0.1. The
 timeouts are shrunk; the only timing asserted is "before a generous deadline".
@@ -8,18 +8,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import pytest
 from aiohttp import web
 
 from service.api.connections import GuardedRequestHandler, GuardedServer, ServiceRunner
 from service.app import create_app, create_runner
 from service.config import Settings
+from service.logging_setup import configure_logging, stop_logging
 from tests.support.image_host import ImageHost
 from tests.support.jobs import payload, visit
+from tests.support.polling import eventually
 
 # Far longer than any timeout the tests set: what "at once" and "eventually" wait for.
 DEADLINE = 10.0
@@ -194,6 +198,52 @@ async def test_an_idle_kept_alive_connection_is_closed_after_keepalive_timeout(
         writer.write(HEALTHZ)
         assert (await read_response(reader))[0] == 200
         assert await read_until_closed(reader) == b""
+
+
+@pytest.mark.usefixtures("restore_root_logging")
+async def test_connections_past_max_connections_are_refused_at_once_and_counted(
+    make_settings: Callable[..., Settings],
+) -> None:
+    stream = io.StringIO()
+    configure_logging("info", "json", stream)
+    settings = make_settings(max_connections=3)
+    async with serving(settings) as runner, contextlib.AsyncExitStack() as held:
+        accepted = [await held.enter_async_context(connection(runner)) for _ in range(3)]
+        for reader, writer in accepted:  # each answers, so each is counted in
+            writer.write(HEALTHZ)
+            assert (await read_response(reader))[0] == 200
+        for _ in range(3):
+            async with connection(runner) as (reader, _):
+                answer = await read_until_closed(reader)
+            assert status_and_body(answer) == (
+                503,
+                {"error": "too many open connections; try again shortly"},
+            )
+
+        reader, writer = accepted[0]
+        writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        _, text = await read_response(reader)
+        assert metric(text, "retail_pulse_connections_refused_total") == 3
+        assert metric(text, "retail_pulse_connections_open") == 3
+
+        accepted[1][1].close()  # a slot frees once the service sees this one close
+
+        async def served() -> bool | None:
+            async with connection(runner) as (reader, writer):
+                writer.write(HEALTHZ)
+                try:
+                    return True if (await read_response(reader))[0] == 200 else None
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    return None
+
+        await eventually(served, within=DEADLINE)
+    stop_logging()
+    entries = [json.loads(line) for line in stream.getvalue().splitlines()]
+    refusals = [entry for entry in entries if entry["message"].startswith("refused")]
+    # Three refusals within a few seconds: one line, not one per connection.
+    assert [(entry["level"], entry["message"]) for entry in refusals] == [
+        ("warning", "refused 1 connection(s) with 503: max_connections (3) are open")
+    ]
 
 
 async def test_the_runner_serves_through_the_guarded_handler(
