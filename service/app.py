@@ -16,7 +16,7 @@ from aiohttp.typedefs import Middleware
 
 from service.api import keys
 from service.api.auth import api_key_middleware
-from service.api.connections import ConnectionGuard, ServiceRunner
+from service.api.connections import ConnectionGuard, ServiceRunner, raise_open_file_limit
 from service.api.jobs import routes
 from service.api.middlewares import error_middleware
 from service.api.openapi import build_openapi
@@ -196,6 +196,7 @@ async def serve(app: web.Application) -> None:
     # an orderly stop rather than the default action (killed mid-startup).
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal)
+    raise_open_file_limit(settings.max_connections)
     runner = create_runner(app)
     try:
         await runner.setup()

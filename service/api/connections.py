@@ -1,4 +1,4 @@
-"""Client connections to the HTTP API: the header and keep-alive timeouts, the cap.
+"""Client connections to the HTTP API: the header timeout, the connection cap, the file limit.
 
 aiohttp's server applies no timeout to a request's line and headers, and by default
 keeps even a connection that never sent a byte for an hour. ``ServiceRunner`` serves
@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import resource
 import time
 from typing import Any, cast
 
@@ -35,12 +36,16 @@ __all__ = [
     "GuardedRequestHandler",
     "GuardedServer",
     "ServiceRunner",
+    "raise_open_file_limit",
 ]
 
 log = logging.getLogger(__name__)
 
 # Repeated refusals and timeouts are summed into one line at most this often.
 LOG_EVERY = 10.0
+# Descriptors kept for what is not a client connection: the listener, downloads, the job
+# store, the pool's pipes, logs. Only used to warn that max_connections cannot fit.
+OTHER_FILES = 256
 
 
 def _response(status: str, message: str, extra_headers: str = "") -> bytes:
@@ -254,3 +259,39 @@ class ServiceRunner(web.AppRunner):
 
     async def _make_server(self) -> web.Server:
         return GuardedServer(await super()._make_server(), self._guard)
+
+
+def raise_open_file_limit(max_connections: int) -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit, log the result, and return it.
+
+    Each client connection holds a descriptor. At the common default soft limit of
+    1,024, accept() would fail (and asyncio stop accepting for a second at a time)
+    long before ``max_connections``, and downloads would fail with it.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    raised = soft
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            raised = hard
+        except (ValueError, OSError) as exc:
+            # An unlimited hard limit is not a valid soft one on every system.
+            log.warning("could not raise the open-file limit from %d: %s", soft, exc)
+    log.info(
+        "open-file limit: %d -> %d (the hard limit is %s)",
+        soft,
+        raised,
+        "unlimited" if hard == resource.RLIM_INFINITY else hard,
+        extra={"soft_before": soft, "soft": raised},
+    )
+    if max_connections + OTHER_FILES > raised:
+        log.warning(
+            "max_connections (%d) does not fit the open-file limit (%d), which must also "
+            "hold about %d other files (downloads, the job store, the pool): past that, "
+            "accepting and downloading fail; raise the hard limit (ulimit -Hn, "
+            "LimitNOFILE=, docker run --ulimit nofile=) or lower max_connections",
+            max_connections,
+            raised,
+            OTHER_FILES,
+        )
+    return raised
