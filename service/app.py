@@ -16,6 +16,7 @@ from aiohttp.typedefs import Middleware
 
 from service.api import keys
 from service.api.auth import api_key_middleware
+from service.api.connections import ConnectionGuard, ServiceRunner, raise_open_file_limit
 from service.api.jobs import routes
 from service.api.middlewares import error_middleware
 from service.api.openapi import build_openapi
@@ -195,6 +196,7 @@ async def serve(app: web.Application) -> None:
     # an orderly stop rather than the default action (killed mid-startup).
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal)
+    raise_open_file_limit(settings.max_connections)
     runner = create_runner(app)
     try:
         await runner.setup()
@@ -209,15 +211,19 @@ async def serve(app: web.Application) -> None:
             loop.remove_signal_handler(signum)
 
 
-def create_runner(app: web.Application) -> web.AppRunner:
+def create_runner(app: web.Application) -> ServiceRunner:
     """The runner ``serve`` uses. Like aiohttp's default and unlike its test server, it
     does not cancel a handler whose client has gone: the handler runs on and sees the
-    disconnect (tests of that behaviour need this runner)."""
-    return web.AppRunner(
+    disconnect (tests of that behaviour need this runner). Its connections get the
+    header timeout, the keep-alive timeout and the connection cap."""
+    settings = app[keys.SETTINGS]
+    return ServiceRunner(
         app,
+        ConnectionGuard(settings.connections, app[keys.METRICS]),
         handle_signals=False,
         shutdown_timeout=HTTP_SHUTDOWN_TIMEOUT,
         access_log_class=AccessLogger,
+        keepalive_timeout=settings.keepalive_timeout,
     )
 
 

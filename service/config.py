@@ -17,6 +17,7 @@ from service.database_url import DatabaseUrl, parse_database_url
 
 __all__ = [
     "ConfigError",
+    "ConnectionSettings",
     "DownloadSettings",
     "JobSettings",
     "LimitSettings",
@@ -79,6 +80,15 @@ def _setting(default: Any, check: Callable[[Any], str | None] | None = None) -> 
 
 # The groups each component receives: built once from Settings, so no component sees
 # more configuration than it uses. Field names are the settings' own.
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ConnectionSettings:
+    """Client connections to the HTTP API: how long each may take, and how many at once."""
+
+    header_timeout: float
+    keepalive_timeout: float
+    max_connections: int
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -176,6 +186,7 @@ class StoreSettings:
 
 
 _GROUPS = {
+    "connections": ConnectionSettings,
     "download": DownloadSettings,
     "pool": PoolSettings,
     "pipeline": PipelineSettings,
@@ -198,6 +209,9 @@ class Settings:
     ready_timeout: float = _setting(2.0, _positive)
     ready_stall_timeout: float = _setting(60.0, _positive)
     event_loop: str = _setting("auto", _one_of("auto", "asyncio", "uvloop"))
+    header_timeout: float = _setting(10.0, _positive)
+    keepalive_timeout: float = _setting(15.0, _positive)
+    max_connections: int = _setting(10_000, _positive)
 
     workers: int = _setting(0, _non_negative)
     verify: str = _setting("full", _one_of("full", "header"))
@@ -255,6 +269,9 @@ class Settings:
     # Empty disables the check. repr=False keeps the key out of logs and tracebacks.
     api_key: str = field(default="", repr=False, metadata={"check": None})
 
+    connections: ConnectionSettings = field(
+        init=False, repr=False, compare=False, metadata={"group": True}
+    )
     download: DownloadSettings = field(
         init=False, repr=False, compare=False, metadata={"group": True}
     )

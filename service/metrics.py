@@ -96,6 +96,11 @@ class _Pipeline(Protocol):
     def queued_images(self) -> int: ...
 
 
+class _Connections(Protocol):
+    @property
+    def open(self) -> int: ...
+
+
 class _JobManager(Protocol):
     @property
     def pending_images(self) -> int: ...
@@ -179,6 +184,22 @@ class Metrics:
             buckets=(0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 14400),
             registry=registry,
         )
+        self.connections_open = Gauge(
+            "retail_pulse_connections_open",
+            "Client connections to the HTTP API open right now.",
+            registry=registry,
+        )
+        self.connections_refused = Counter(
+            "retail_pulse_connections_refused",
+            "Client connections answered 503 and closed at once: max_connections were open.",
+            registry=registry,
+        )
+        self.header_timeouts = Counter(
+            "retail_pulse_header_timeouts",
+            "Connections answered 408 and closed: no complete request headers within "
+            "header_timeout.",
+            registry=registry,
+        )
         self.replica_info = Gauge(
             "retail_pulse_replica_info",
             "This process among the replicas of one job store (always 1).",
@@ -204,6 +225,9 @@ class Metrics:
     def watch_job_manager(self, manager: _JobManager) -> None:
         self.images_pending.set_function(lambda: manager.pending_images)
         self.images_unsaved.set_function(lambda: manager.unsaved_results)
+
+    def watch_connections(self, connections: _Connections) -> None:
+        self.connections_open.set_function(lambda: connections.open)
 
     def name_replica(self, replica_id: str, name: str, host: str, pid: int) -> None:
         self.replica_info.labels(replica_id, name, host, str(pid)).set(1)

@@ -92,10 +92,30 @@ async def wait_until_gone(pids: set[int], *, within: float = 15.0) -> set[int]:
         await asyncio.sleep(0.05)
 
 
-class ServiceProcess:
-    """``python -m service`` on a free loopback port, with RP_* settings from ``env``."""
+def _with_open_files(limits: tuple[int, int], command: list[str]) -> list[str]:
+    # A small Python sets the limit and execs the command, which inherits it; unlike a
+    # preexec_fn, it is safe however many threads the test process runs.
+    setup = (
+        "import os, resource, sys; "
+        f"resource.setrlimit(resource.RLIMIT_NOFILE, {limits!r}); "
+        "os.execv(sys.argv[1], sys.argv[1:])"
+    )
+    return [sys.executable, "-c", setup, *command]
 
-    def __init__(self, env: Mapping[str, str], args: list[str] | None = None) -> None:
+
+class ServiceProcess:
+    """``python -m service`` on a free loopback port, with RP_* settings from ``env``.
+
+    ``open_files`` is the (soft, hard) RLIMIT_NOFILE the service starts with.
+    """
+
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        args: list[str] | None = None,
+        *,
+        open_files: tuple[int, int] | None = None,
+    ) -> None:
         self.port = free_port()
         full_env = {key: value for key, value in os.environ.items() if not key.startswith("RP_")}
         full_env.update({"RP_HOST": "127.0.0.1", "RP_PORT": str(self.port)})
@@ -105,8 +125,9 @@ class ServiceProcess:
         self.scratch = Path(tempfile.mkdtemp(prefix="rp-service-"))
         full_env["RP_DATABASE_URL"] = f"sqlite:///{self.scratch / 'jobs.db'}"
         full_env.update(env)
+        command = [sys.executable, "-m", "service", *(args or [])]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "service", *(args or [])],
+            command if open_files is None else _with_open_files(open_files, command),
             cwd=REPO_ROOT,
             env=full_env,
             stdout=subprocess.PIPE,
