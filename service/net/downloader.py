@@ -72,14 +72,26 @@ class RetryLater(Exception):
 
 
 class _Transient(Exception):
-    """Internal: a failure worth retrying, which also counts against the origin."""
+    """Internal: a failure worth retrying; ``host_unwell`` if it also counts against the origin.
 
-    def __init__(self, reason: str, kind: FailureKind, retry_after: float | None = None) -> None:
+    A 408 or 429 is retried but does not count: the host answered, and a 429's
+    limit may be on one client's paths, so neither says the host is unwell.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        kind: FailureKind,
+        retry_after: float | None = None,
+        *,
+        host_unwell: bool = True,
+    ) -> None:
         reason = mask_credentials(reason)  # it becomes a RetryLater or FetchError reason
         super().__init__(reason)
         self.reason = reason
         self.kind = kind
         self.retry_after = retry_after
+        self.host_unwell = host_unwell
 
 
 def address_policy_from(settings: DownloadSettings) -> AddressPolicy:
@@ -156,14 +168,22 @@ class Downloader:
             breaker
             if breaker is not None
             else CircuitBreaker(
-                settings.circuit_breaker_threshold, settings.circuit_breaker_cool_down
+                settings.circuit_breaker_threshold,
+                settings.circuit_breaker_cool_down,
+                min_jobs=settings.circuit_breaker_min_jobs,
             )
         )
 
     async def try_fetch(
-        self, url: str, attempt: int = 1, *, lease: ByteLease | None = None
+        self,
+        url: str,
+        attempt: int = 1,
+        *,
+        job: int = 0,
+        lease: ByteLease | None = None,
     ) -> bytes:
-        """Attempt number ``attempt``: the bytes, ``RetryLater`` or a final ``FetchError``.
+        """Attempt number ``attempt`` for an image of ``job``: the bytes, ``RetryLater`` or a
+        final ``FetchError``.
 
         With a ``lease``, the body is read only once the lease holds its size, and
         the lease is left holding the size of the bytes returned.
@@ -174,7 +194,7 @@ class Downloader:
             origin = origin_key(target)
         except (ValueError, UnicodeError) as exc:
             raise FetchError(f"invalid URL: {exc}", FailureKind.INVALID_URL) from None
-        if not self._breaker.allow(origin):
+        if not self._breaker.allow(origin, job):
             raise FetchError(CIRCUIT_OPEN, FailureKind.CIRCUIT_OPEN)
         verdict = False  # whether the breaker heard how this attempt went
         started = time.perf_counter()
@@ -184,8 +204,11 @@ class Downloader:
             verdict = True
             return data
         except _Transient as failure:
-            self._breaker.record_failure(origin)
-            verdict = True
+            if failure.host_unwell:
+                # An image counts once, on its first try: its retries would let a
+                # few failing URLs weigh as much as many.
+                self._breaker.record_failure(origin, job, counts=attempt == 1)
+                verdict = True
             plural = "attempt" if attempt == 1 else "attempts"
             if not self._retry.should_retry(attempt):
                 reason = f"{failure.reason} after {attempt} {plural}"
@@ -213,7 +236,12 @@ class Downloader:
                 status = response.status
                 if status in RETRYABLE_STATUSES:
                     retry_after = parse_retry_after(response.headers.get("Retry-After"))
-                    raise _Transient(f"HTTP {status}", FailureKind.HTTP_STATUS, retry_after)
+                    raise _Transient(
+                        f"HTTP {status}",
+                        FailureKind.HTTP_STATUS,
+                        retry_after,
+                        host_unwell=status >= 500,
+                    )
                 if not 200 <= status < 300:
                     raise FetchError(f"HTTP {status}", FailureKind.HTTP_STATUS)
                 declared = response.content_length

@@ -43,9 +43,15 @@ GPU_WAIT_TICK = 0.01  # seconds; the grid GPU waits end on
 
 class Fetcher(Protocol):
     async def try_fetch(
-        self, url: str, attempt: int = 1, *, lease: ByteLease | None = None
+        self,
+        url: str,
+        attempt: int = 1,
+        *,
+        job: int = 0,
+        lease: ByteLease | None = None,
     ) -> bytes:
-        """One attempt: the bytes (``lease`` sized to them), ``RetryLater`` or ``FetchError``."""
+        """One attempt for an image of ``job``: the bytes (``lease`` sized to them),
+        ``RetryLater`` or ``FetchError``."""
         ...
 
 
@@ -170,7 +176,12 @@ class Pipeline:
         # passes through each frame on the stack.)
         with self.byte_budget.lease() as lease:
             try:
-                data = await self._fetcher.try_fetch(task.url, task.attempt, lease=lease)
+                data = await self._fetcher.try_fetch(
+                    task.url,
+                    task.attempt,
+                    job=task.job_id,
+                    lease=lease,
+                )
                 return await self._measurer.measure(data)
             except RetryLater as later:
                 return later

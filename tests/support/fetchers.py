@@ -15,17 +15,22 @@ class UrlBytesFetcher:
     """Answers at once with the URL's own bytes, so each image's data names it."""
 
     async def try_fetch(
-        self, url: str, attempt: int = 1, *, lease: ByteLease | None = None
+        self,
+        url: str,
+        attempt: int = 1,
+        *,
+        job: int = 0,
+        lease: ByteLease | None = None,
     ) -> bytes:
         return url.encode()
 
 
-async def fetch_retrying(downloader: Downloader, url: str) -> bytes:
+async def fetch_retrying(downloader: Downloader, url: str, *, job: int = 0) -> bytes:
     """Download with retries, sleeping out each backoff: the bytes, or ``FetchError``."""
     attempt = 1
     while True:
         try:
-            return await downloader.try_fetch(url, attempt)
+            return await downloader.try_fetch(url, attempt, job=job)
         except RetryLater as later:
             await asyncio.sleep(later.delay)
             attempt += 1
