@@ -99,6 +99,7 @@ class DownloadSettings:
     circuit_breaker_threshold: int
     circuit_breaker_min_jobs: int
     circuit_breaker_cool_down: float
+    breaker_wait_max: float
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -219,6 +220,7 @@ class Settings:
     circuit_breaker_threshold: int = _setting(20, _positive)
     circuit_breaker_min_jobs: int = _setting(2, _positive)
     circuit_breaker_cool_down: float = _setting(30.0, _non_negative)
+    breaker_wait_max: float = _setting(60.0, _non_negative)
 
     max_body_bytes: int = _setting(10_000_000, _positive)
     max_images_per_job: int = _setting(100_000, _positive)

@@ -1,8 +1,8 @@
 """Downloading image bytes: the guarded client session, size caps, timeouts, retries and breaker.
 
 ``Downloader.try_fetch`` makes one attempt and says whether (and after how
-long) another is worth it, so the pipeline can wait out a backoff without
-holding a worker.
+long) another is worth it, or that the image must wait for the origin's open
+circuit, so the pipeline can wait either out without holding a worker.
 """
 
 from __future__ import annotations
@@ -26,12 +26,14 @@ from service.net.address_policy import (
 )
 from service.net.byte_budget import ByteLease
 from service.net.circuit_breaker import CircuitBreaker, origin_key
+from service.net.circuit_waits import CircuitWaits
 from service.net.retry import RETRYABLE_STATUSES, RetryPolicy, parse_retry_after
 from service.outcomes import FailureKind
 from service.url_credentials import mask_credentials
 
 __all__ = [
     "CIRCUIT_OPEN",
+    "CircuitWait",
     "Downloader",
     "FetchError",
     "RetryLater",
@@ -69,6 +71,26 @@ class RetryLater(Exception):
         self.reason = reason
         self.attempt = attempt
         self.delay = delay
+
+
+class CircuitWait(Exception):
+    """The origin's circuit is open for this image: it waits, holding nothing, to be let through.
+
+    ``until`` is when the wait ends at the latest, on the downloader's clock: pass it
+    back as ``wait_until`` on the next try, which fails with ``CIRCUIT_OPEN`` if the
+    circuit still refuses by then. ``park(wake)`` has ``wake`` called once, when it is
+    time for that try: the circuit closed, it wants a probe, or ``until`` came.
+    ``wake`` answers whether it took the image back (False: its job has ended).
+    """
+
+    def __init__(self, waits: CircuitWaits, origin: str, until: float) -> None:
+        super().__init__(CIRCUIT_OPEN)
+        self.until = until
+        self._waits = waits
+        self._origin = origin
+
+    def park(self, wake: Callable[[], bool]) -> None:
+        self._waits.park(self._origin, self.until, wake)
 
 
 class _Transient(Exception):
@@ -173,6 +195,8 @@ class Downloader:
                 min_jobs=settings.circuit_breaker_min_jobs,
             )
         )
+        self._wait_max = settings.breaker_wait_max
+        self._waits = CircuitWaits(self._breaker)
 
     async def try_fetch(
         self,
@@ -180,13 +204,15 @@ class Downloader:
         attempt: int = 1,
         *,
         job: int = 0,
+        wait_until: float | None = None,
         lease: ByteLease | None = None,
     ) -> bytes:
-        """Attempt number ``attempt`` for an image of ``job``: the bytes, ``RetryLater`` or a
-        final ``FetchError``.
+        """Attempt number ``attempt`` for an image of ``job``: the bytes, ``RetryLater``,
+        ``CircuitWait`` or a final ``FetchError``.
 
-        With a ``lease``, the body is read only once the lease holds its size, and
-        the lease is left holding the size of the bytes returned.
+        ``wait_until`` is the ``until`` of the image's last ``CircuitWait``, if any. A
+        refused try costs no attempt. With a ``lease``, the body is read only once the
+        lease holds its size, and the lease is left holding the size of the bytes returned.
         """
         try:
             # Parsed once here and handed to aiohttp as is, which then skips its own parse.
@@ -195,7 +221,7 @@ class Downloader:
         except (ValueError, UnicodeError) as exc:
             raise FetchError(f"invalid URL: {exc}", FailureKind.INVALID_URL) from None
         if not self._breaker.allow(origin, job):
-            raise FetchError(CIRCUIT_OPEN, FailureKind.CIRCUIT_OPEN)
+            raise self._refusal(origin, wait_until)
         verdict = False  # whether the breaker heard how this attempt went
         started = time.perf_counter()
         try:
@@ -221,8 +247,16 @@ class Downloader:
         finally:
             if not verdict:
                 self._breaker.release(origin)
+            self._waits.update(origin)
             if self._observe_seconds is not None:
                 self._observe_seconds(time.perf_counter() - started)
+
+    def _refusal(self, origin: str, wait_until: float | None) -> FetchError | CircuitWait:
+        now = self._breaker.clock()
+        until = wait_until if wait_until is not None else now + self._wait_max
+        if now >= until:
+            return FetchError(CIRCUIT_OPEN, FailureKind.CIRCUIT_OPEN)
+        return CircuitWait(self._waits, origin, until)
 
     async def _attempt(self, url: URL, lease: ByteLease | None) -> bytes:
         try:
