@@ -107,7 +107,9 @@ class DownloadSettings:
     retry_base_delay: float
     retry_max_delay: float
     circuit_breaker_threshold: int
+    circuit_breaker_min_jobs: int
     circuit_breaker_cool_down: float
+    breaker_wait_max: float
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -238,7 +240,9 @@ class Settings:
     retry_base_delay: float = _setting(0.5, _non_negative)
     retry_max_delay: float = _setting(10.0, _non_negative)
     circuit_breaker_threshold: int = _setting(20, _positive)
+    circuit_breaker_min_jobs: int = _setting(2, _positive)
     circuit_breaker_cool_down: float = _setting(30.0, _non_negative)
+    breaker_wait_max: float = _setting(60.0, _non_negative)
 
     max_body_bytes: int = _setting(10_000_000, _positive)
     max_images_per_job: int = _setting(100_000, _positive)
