@@ -481,25 +481,33 @@ def _figures(report: dict[str, Any]) -> list[dict[str, Any]]:
                     "value": summary[key],
                 }
             )
-    one, two = stores.get("postgres", {}), stores.get("postgres-x2", {})
-    for config, by_workload in two.items():
-        for workload, summary in by_workload.items():
-            single = one.get(config, {}).get(workload)
-            if single is None:
-                continue
-            # Paired by repeat: both ran back to back, under the same load.
-            ratios = [
-                b["images_per_s"] / a["images_per_s"]
-                for a, b in zip(single["runs"], summary["runs"], strict=True)
-            ]
-            figures.append(
-                {
-                    "figure": f"{workload.upper()} {config.replace('_', ' ')},"
-                    " images/s of 2 replicas / 1 replica",
-                    "job_store": "postgres",
-                    "value": _median(ratios),
-                }
-            )
+    # Paired by repeat: the two stores of a pair ran back to back, under the same load.
+    for base, other, what in (
+        ("memory", "sqlite", "sqlite / memory"),
+        ("postgres", "postgres-x2", "2 replicas / 1 replica"),
+    ):
+        for config, by_workload in stores.get(other, {}).items():
+            for workload, summary in by_workload.items():
+                paired = stores.get(base, {}).get(config, {}).get(workload)
+                if paired is None:
+                    continue
+                pairs = list(zip(paired["runs"], summary["runs"], strict=True))
+                name = f"{workload.upper()} {config.replace('_', ' ')}"
+                figures.append(
+                    {
+                        "figure": f"{name}, images/s of {what}",
+                        "job_store": other,
+                        "value": _median([b["images_per_s"] / a["images_per_s"] for a, b in pairs]),
+                    }
+                )
+                key = "main_cpu_ms_per_image"
+                figures.append(
+                    {
+                        "figure": f"{name}, main-process CPU per image, {what.replace('/', '-')}",
+                        "job_store": other,
+                        "value": _median([b[key] - a[key] for a, b in pairs]),
+                    }
+                )
     return figures
 
 

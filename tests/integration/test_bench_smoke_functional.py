@@ -80,6 +80,7 @@ def test_bench_runs_each_job_store_at_toy_scale(tmp_path: Path) -> None:
     assert table.returncode == 0, table.stderr
     assert "W1 header delay0, ratio to reference [sqlite] |" in table.stdout
     assert "W1 header delay0, main-process CPU per image (ms) [memory] |" in table.stdout
+    assert "W1 header delay0, images/s of sqlite / memory [sqlite] |" in table.stdout
 
 
 @pytest.mark.slow
@@ -99,8 +100,11 @@ async def test_bench_runs_postgres_with_two_replicas_at_toy_scale() -> None:
     assert sum(two["settled_by_replica"]) == 20
     assert two["peak_processes"] >= 6  # two services, each with a forkserver and a worker
     assert "postgres_cpu_ms_per_image" in one
-    figures = {check["figure"] for check in report["figures"]}
+    figures = {
+        check["figure"] for check in report["figures"] if check["job_store"] == "postgres-x2"
+    }
     assert "W1 header delay0, images/s of 2 replicas / 1 replica" in figures
+    assert "W1 header delay0, main-process CPU per image, 2 replicas - 1 replica" in figures
 
 
 @pytest.mark.slow
