@@ -16,7 +16,7 @@ __all__ = ["JobRun", "build_payload", "percentile", "run_jobs"]
 
 STORES = ("S00339218", "S01408764", "RP00001", "RP00002")
 POLL_INTERVAL = 0.05  # 20 Hz per job
-TERMINAL = {"completed", "failed"}
+TERMINAL = {"completed", "failed", "cancelled"}
 
 
 def build_payload(urls: Sequence[str], per_visit: int) -> bytes:
