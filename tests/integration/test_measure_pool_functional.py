@@ -88,3 +88,28 @@ async def test_batches_also_stop_at_the_byte_budget(tmp_path: Path) -> None:
         await pool.close()
     # Up to the budget (two images), never the eight the count cap allows.
     assert sizes == [1, 2, 2, 1]
+
+
+async def test_idle_workers_share_the_queue_after_a_rebuild(tmp_path: Path) -> None:
+    # Two workers each hold an image past the deadline while two more images queue:
+    # one that will hold too, then a good one. The watchdog's rebuild leaves both
+    # workers idle at once; the good image must not wait behind the slow one.
+    pool = await started_pool(workers=2, decode_timeout=1.0)
+    try:
+        held = [
+            asyncio.ensure_future(pool.measure(pool_faults.hold_always(tmp_path / f"held{n}")))
+            for n in (1, 2)
+        ]
+        await asyncio.sleep(0)
+        slow = asyncio.ensure_future(pool.measure(pool_faults.hold_always(tmp_path / "slow")))
+        good = asyncio.ensure_future(pool.measure(make_image(6, 9, "png")))
+        await asyncio.sleep(0)
+        assert pool.queued == 2
+
+        assert await asyncio.wait_for(good, 30) == ImageOutcome.measured(6, 9)
+        assert not slow.done()
+        timed_out = "decode took longer than 1 s"
+        assert (await asyncio.wait_for(slow, 30)).error == timed_out
+        assert [(await call).error for call in held] == [timed_out] * 2
+    finally:
+        await pool.close()
