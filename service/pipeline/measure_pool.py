@@ -43,7 +43,7 @@ from service.outcomes import FailureKind, ImageOutcome
 from service.pipeline import imaging, pool_worker
 from service.pipeline.imaging import MeasureOptions
 from service.pipeline.pool_worker import BatchFunction
-from service.pipeline.watchdog import SlotTable, Verdict, Watchdog, format_seconds
+from service.pipeline.watchdog import SlotTable, Verdict, Watchdog, format_seconds, is_stopped
 
 __all__ = ["CRASHED_REASON", "BatchFunction", "MeasurePool", "default_worker_count"]
 
@@ -393,12 +393,14 @@ class MeasurePool:
         self._pending.clear()
         self._retries.clear()
         _kill_survivors(self._executor)
-        if self.busy:
-            # Nobody waits for these results any more, and a batch of large images
-            # can take longer to decode than a container's stop timeout allows.
-            for process in list((self._executor._processes or {}).values()):
+        processes = self._executor._processes or {}
+        # Nobody waits for a busy pool's results any more, and a batch of large images
+        # can take longer to decode than a container's stop timeout allows. A stopped
+        # worker, busy or not, would never exit, and holds SIGTERM until continued.
+        if self.busy or any(is_stopped(pid) for pid in processes):
+            for process in list(processes.values()):
                 with contextlib.suppress(OSError, ValueError, AttributeError):
-                    process.terminate()
+                    process.kill()
         # Joins the workers (and the executor's threads); off the loop, as it may block.
         await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -13,8 +15,10 @@ import pytest
 from service.config import Settings
 from service.outcomes import ImageOutcome
 from service.pipeline.measure_pool import MeasurePool
+from service.pipeline.watchdog import is_stopped
 from tests.support import pool_faults
 from tests.support.images import make_image
+from tests.support.processes import pid_alive
 
 
 async def started_pool(
@@ -88,6 +92,23 @@ async def test_batches_also_stop_at_the_byte_budget(tmp_path: Path) -> None:
         await pool.close()
     # Up to the budget (two images), never the eight the count cap allows.
     assert sizes == [1, 2, 2, 1]
+
+
+async def test_close_does_not_wait_for_a_stopped_worker() -> None:
+    pool = await started_pool()
+    (worker,) = pool._executor._processes
+    os.kill(worker, signal.SIGSTOP)  # idle, and deaf to the shutdown sentinel
+    try:
+        deadline = time.monotonic() + 10
+        while not is_stopped(worker):  # the signal takes effect when it is next scheduled
+            assert time.monotonic() < deadline, "the worker never stopped"
+            await asyncio.sleep(0.01)
+        # A deadline against a hang, far above the time close() needs.
+        await asyncio.wait_for(pool.close(), 30)
+        assert not pid_alive(worker)
+    finally:
+        if pid_alive(worker):
+            os.kill(worker, signal.SIGKILL)
 
 
 async def test_idle_workers_share_the_queue_after_a_rebuild(tmp_path: Path) -> None:
