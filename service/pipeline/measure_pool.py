@@ -40,7 +40,7 @@ from pathlib import Path
 
 from service.config import PoolSettings
 from service.outcomes import FailureKind, ImageOutcome
-from service.pipeline import imaging, pool_worker
+from service.pipeline import forkserver_preload, imaging, pool_worker
 from service.pipeline.imaging import MeasureOptions
 from service.pipeline.pool_worker import BatchFunction
 from service.pipeline.watchdog import SlotTable, Verdict, Watchdog, format_seconds, is_stopped
@@ -51,6 +51,10 @@ log = logging.getLogger(__name__)
 
 CRASHED_REASON = "image processing crashed (worker process died)"
 _CRASHED = ImageOutcome.failed(CRASHED_REASON, FailureKind.INTERNAL)
+
+# The forkserver imports this so that it dies with the service (it keeps '__main__',
+# multiprocessing's default preload).
+_FORKSERVER_PRELOAD = ["__main__", forkserver_preload.__name__]
 
 
 @dataclass(eq=False, slots=True)
@@ -127,6 +131,10 @@ class MeasurePool:
         self._watch_interval = min(0.25, settings.decode_timeout / 4)
         self._watch_task: asyncio.Task[None] | None = None
         self._context = multiprocessing.get_context("forkserver")
+        # Must precede the forkserver's start (the first executor's first worker). It
+        # starts from the thread that submits, the event loop's, which lives as long
+        # as the service: the parent-death signal follows the thread that forked.
+        self._context.set_forkserver_preload(_FORKSERVER_PRELOAD)
         self._slots = SlotTable(self._context, self.workers)
         self._executor = self._new_executor()
 

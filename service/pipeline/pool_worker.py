@@ -6,11 +6,13 @@ Both are pickled by reference and called in the worker processes.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 
 from service.outcomes import ImageOutcome
 from service.pipeline import imaging
 from service.pipeline.imaging import MeasureOptions
+from service.pipeline.parent_death import die_with_parent
 from service.pipeline.watchdog import SlotTable, WorkerSlot
 
 __all__ = ["BatchFunction", "init_worker", "run_batch"]
@@ -27,7 +29,11 @@ class _Worker:
 
 
 def init_worker(niceness: int, slots: SlotTable) -> None:
-    """The pool's initializer: set up Pillow, claim a watchdog slot."""
+    """The pool's initializer: die with the forkserver, set up Pillow, claim a watchdog slot."""
+    # The forkserver imported this module before forking us (the pool asks it to),
+    # so the pid it recorded is our parent's from before the fork.
+    preload = sys.modules.get("service.pipeline.forkserver_preload")
+    die_with_parent(getattr(preload, "FORKSERVER_PID", None))
     imaging.init_worker(niceness)
     _Worker.slot = slots.claim(os.getpid())
 
