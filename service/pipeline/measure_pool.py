@@ -127,9 +127,12 @@ class MeasurePool:
             FailureKind.DECODE_TIMEOUT,
         )
         # A few looks per deadline, and never fewer than 4 a second: reading the
-        # table costs microseconds, and only happens while a batch is out.
+        # table costs microseconds, and only happens while a batch or a ping is out.
         self._watch_interval = min(0.25, settings.decode_timeout / 4)
         self._watch_task: asyncio.Task[None] | None = None
+        self._pings = 0  # pings out at the workers
+        # Workers of the current executor killed by the watchdog, so each is killed once.
+        self._killed: set[int] = set()
         self._context = multiprocessing.get_context("forkserver")
         # Must precede the forkserver's start (the first executor's first worker). It
         # starts from the thread that submits, the event loop's, which lives as long
@@ -166,6 +169,9 @@ class MeasurePool:
         """
         loop = asyncio.get_running_loop()
         generation = self._generation
+        # A stopped worker can hold up a ping as it would a batch: the watchdog looks.
+        self._pings += 1
+        self._start_watchdog(loop)
         try:
             return await loop.run_in_executor(self._executor, imaging.ping)
         except BrokenProcessPool:
@@ -174,6 +180,8 @@ class MeasurePool:
             if generation == self._generation:
                 self._rebuild()
             return await loop.run_in_executor(self._executor, imaging.ping)
+        finally:
+            self._pings -= 1
 
     async def measure(self, data: bytes) -> ImageOutcome:
         future: asyncio.Future[ImageOutcome] = asyncio.get_running_loop().create_future()
@@ -229,8 +237,7 @@ class MeasurePool:
             if self._on_batch is not None:
                 self._on_batch(len(batch))
             self._batches[first_token] = batch
-            if self._watch_task is None:
-                self._watch_task = loop.create_task(self._watch(), name="measure pool watchdog")
+            self._start_watchdog(loop)
             # The batch (and its bytes) stays referenced until the call ends, for a
             # retry; the executor holds the same objects for as long anyway.
             call.add_done_callback(
@@ -265,17 +272,23 @@ class MeasurePool:
         self.rebuilds += 1
         # The old generation's batches end through their own callbacks.
         self._batches = {}
+        self._killed = set()
         self._spared = {number for number in self._spared if number >= self._generation - 2}
         self._slots = SlotTable(self._context, self.workers)
         self._executor = self._new_executor()
         _kill_survivors(broken)
         broken.shutdown(wait=False, cancel_futures=True)
 
+    def _start_watchdog(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._watch_task is None:
+            self._watch_task = loop.create_task(self._watch(), name="measure pool watchdog")
+
     async def _watch(self) -> None:
         """Kill the workers the watchdog finds past the deadline or stopped; runs until close."""
         while True:
             await asyncio.sleep(self._watch_interval)
-            if not self._outstanding or self._closed:
+            # An idle pool is left alone: nothing waits on it.
+            if not (self._outstanding or self._pings) or self._closed:
                 continue
             try:
                 verdicts = self._watchdog.inspect(self._slots, time.monotonic())
@@ -289,8 +302,9 @@ class MeasurePool:
         processes = self._executor._processes or {}
         for verdict in verdicts:
             process = processes.get(verdict.pid)
-            if process is None:
-                continue  # not this executor's (any more)
+            if process is None or verdict.pid in self._killed:
+                continue  # not this executor's, or dead and not yet noticed by it
+            self._killed.add(verdict.pid)
             item = self._holding(verdict.token)
             if verdict.overran:
                 log.warning(

@@ -150,4 +150,4 @@ class Watchdog:
 
 def format_seconds(seconds: float) -> str:
     """``10.0`` -> ``"10 s"``, ``2.5`` -> ``"2.5 s"``: as a person would write the limit."""
-    return f"{seconds:.3f}".rstrip("0").rstrip(".") + " s"
+    return f"{seconds:g} s"

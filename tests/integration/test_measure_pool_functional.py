@@ -134,3 +134,18 @@ async def test_idle_workers_share_the_queue_after_a_rebuild(tmp_path: Path) -> N
         assert [(await call).error for call in held] == [timed_out] * 2
     finally:
         await pool.close()
+
+
+async def test_a_ping_gets_past_a_stopped_idle_worker() -> None:
+    # What /readyz does: a stopped worker would hold the ping up for good.
+    pool = await started_pool(decode_timeout=1.0)
+    (worker,) = pool._executor._processes
+    os.kill(worker, signal.SIGSTOP)
+    try:
+        assert await asyncio.wait_for(pool.ping(), 30)
+        assert not pid_alive(worker)
+        assert pool.rebuilds == 1
+    finally:
+        if pid_alive(worker):
+            os.kill(worker, signal.SIGKILL)
+        await pool.close()

@@ -117,7 +117,14 @@ def test_is_stopped_reads_the_state_of_a_real_process() -> None:
 
 @pytest.mark.parametrize(
     ("seconds", "shown"),
-    [(10.0, "10 s"), (2.5, "2.5 s"), (0.25, "0.25 s"), (1.0, "1 s"), (120.0, "120 s")],
+    [
+        (10.0, "10 s"),
+        (2.5, "2.5 s"),
+        (0.25, "0.25 s"),
+        (1.0, "1 s"),
+        (120.0, "120 s"),
+        (0.0004, "0.0004 s"),
+    ],
 )
 def test_the_limit_reads_as_a_person_would_write_it(seconds: float, shown: str) -> None:
     assert format_seconds(seconds) == shown
