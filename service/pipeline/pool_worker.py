@@ -30,8 +30,8 @@ class _Worker:
 
 def init_worker(niceness: int, slots: SlotTable) -> None:
     """The pool's initializer: die with the forkserver, set up Pillow, claim a watchdog slot."""
-    # The forkserver imported this module before forking us (the pool asks it to),
-    # so the pid it recorded is our parent's from before the fork.
+    # The forkserver imported forkserver_preload before forking us (the pool asks it
+    # to), so the pid that module recorded is our parent's from before the fork.
     preload = sys.modules.get("service.pipeline.forkserver_preload")
     die_with_parent(getattr(preload, "FORKSERVER_PID", None))
     imaging.init_worker(niceness)
