@@ -123,6 +123,7 @@ class PoolSettings:
     batch_size: int
     batch_max_bytes: int
     worker_niceness: int
+    decode_timeout: float
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -222,6 +223,7 @@ class Settings:
     batch_size: int = _setting(48, _positive)
     batch_max_bytes: int = _setting(32_000_000, _positive)
     worker_niceness: int = _setting(10, _niceness)
+    decode_timeout: float = _setting(10.0, _positive)
 
     gpu_delay_min: float = _setting(0.1, _non_negative)
     gpu_delay_max: float = _setting(0.4, _non_negative)
