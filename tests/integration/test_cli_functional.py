@@ -229,3 +229,58 @@ async def test_retry_of_a_job_with_nothing_to_retry_exits_2(
     code, _, err = await run_cli("--url", base_url(client), "retry", str(job_id))
     assert code == 2
     assert "nothing to retry" in err
+
+
+async def test_submit_wait_follows_the_job_s_live_events(
+    client: TestClient[Any, Any], image_host: ImageHost, tmp_path: Path
+) -> None:
+    job_file = write_payload(
+        tmp_path, visit("RP00001", image_host.url("/img/4x4.png"), image_host.url("/hold/5x5.png"))
+    )
+    # A poll every 1,000 s: only the stream can bring the end in time.
+    waiting = asyncio.create_task(
+        run_cli("--url", base_url(client), "submit", str(job_file), "--wait", "--interval", "1000")
+    )
+
+    async def following() -> bool | None:
+        async with client.get("/metrics") as response:
+            text = await response.text()
+        return True if "\nretail_pulse_event_streams_open 1.0\n" in text else None
+
+    await eventually(following)
+    await settled_images(client, 1)
+    image_host.release()
+    code, out, err = await waiting
+    assert code == 0, err
+    assert json.loads(out) == {"status": "completed", "job_id": 1}
+    assert "polling" not in err
+    assert err.rstrip().endswith("[" + "#" * 30 + "] 2/2 images")
+
+
+async def test_submit_wait_polls_when_the_stream_is_refused(
+    make_client: Any, make_settings: Any, image_host: ImageHost, tmp_path: Path
+) -> None:
+    client = await make_client(make_settings(max_event_streams=1))
+    job_file = write_payload(tmp_path, visit("RP00001", image_host.url("/img/4x4.png")))
+    async with client.get("/api/events") as taken:
+        assert taken.status == 200
+        code, out, err = await run_cli(
+            "--url", base_url(client), "submit", str(job_file), "--wait", "--interval", "0.05"
+        )
+    assert code == 0, err
+    assert json.loads(out) == {"status": "completed", "job_id": 1}
+    assert "live events unavailable (503 from" in err
+    assert "too many event streams open" in err
+    assert "polling instead" in err
+    assert err.rstrip().endswith("1/1 images")
+
+
+async def settled_images(client: TestClient[Any, Any], count: int) -> None:
+    async def reached() -> bool | None:
+        async with client.get("/api/jobs/1", params={"limit": "1"}) as response:
+            if response.status != 200:
+                return None
+            done: int = (await response.json())["progress"]["done"]
+        return True if done >= count else None
+
+    await eventually(reached)
