@@ -48,8 +48,10 @@ async def start_service(stores_csv: Path) -> AsyncIterator[Start]:
 async def test_sigterm_ends_open_streams_at_once_with_a_retry_hint(
     start_service: Start, image_host: ImageHost
 ) -> None:
-    # A long grace, and an image that never arrives: the drain lasts 60 s.
-    service: ServiceProcess = await start_service(shutdown_grace="60")
+    # A long grace, and an image that never arrives (nor times out): the drain lasts 60 s.
+    service: ServiceProcess = await start_service(
+        shutdown_grace="60", read_timeout="120", total_timeout="120"
+    )
     async with aiohttp.ClientSession(service.base_url) as session:
         job_id = await submit(session, visit("RP00001", image_host.url("/hold/4x4.png")))
         async with (

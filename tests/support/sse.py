@@ -60,14 +60,16 @@ def _add_field(block: Block, line: str) -> None:
 
 
 class SseReader:
-    """Reads blocks from a streaming response; ``None`` at the end of the stream."""
+    """Reads blocks from a streaming response; ``None`` at the end of the stream. Each call
+    fails after ``within`` seconds in all."""
 
     def __init__(self, response: aiohttp.ClientResponse, *, within: float = 15.0) -> None:
         self.response = response
         self.within = within
 
     async def block(self) -> Block | None:
-        return await asyncio.wait_for(self._block(), self.within)
+        async with asyncio.timeout(self.within):
+            return await self._block()
 
     async def _block(self) -> Block | None:
         block = Block()
@@ -86,15 +88,17 @@ class SseReader:
 
     async def event(self) -> Block:
         """The next block that is an event (comments and retry-only blocks skipped)."""
-        while True:
-            block = await self.block()
-            assert block is not None, "the stream ended"
-            if block.data is not None:
-                return block
+        async with asyncio.timeout(self.within):
+            while True:
+                block = await self._block()
+                assert block is not None, "the stream ended"
+                if block.data is not None:
+                    return block
 
     async def rest(self) -> list[Block]:
-        """Every block up to the end of the stream."""
+        """Every block up to the end of the stream (heartbeats do not extend the deadline)."""
         blocks = []
-        while (block := await self.block()) is not None:
-            blocks.append(block)
+        async with asyncio.timeout(self.within):
+            while (block := await self._block()) is not None:
+                blocks.append(block)
         return blocks
