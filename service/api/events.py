@@ -38,7 +38,8 @@ HEARTBEAT = b": heartbeat\n\n"
 _HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-@routes.get("/api/jobs/{job_id}/events")
+# No HEAD: it would hold a stream open that can send nothing.
+@routes.get("/api/jobs/{job_id}/events", allow_head=False)
 async def job_events(request: web.Request) -> web.StreamResponse:
     job_id = path_job_id(request)
     hub = request.app[keys.EVENT_HUB]
@@ -51,7 +52,7 @@ async def job_events(request: web.Request) -> web.StreamResponse:
     return await _send(request, stream)
 
 
-@routes.get("/api/events")
+@routes.get("/api/events", allow_head=False)
 async def all_events(request: web.Request) -> web.StreamResponse:
     hub = request.app[keys.EVENT_HUB]
     with _counting_refusals(request):
@@ -86,9 +87,9 @@ async def _send(request: web.Request, stream: EventStream) -> web.StreamResponse
         while True:
             events = await stream.next(heartbeat)
             if events is None:
-                if stream.ended is not StreamEnd.GONE:
-                    reason = stream.ended.value if stream.ended else "ended"
-                    await response.write(f": {reason}\nretry: {RECONNECT_MS}\n\n".encode())
+                if stream.ended is not None and stream.ended is not StreamEnd.GONE:
+                    hint = f": {stream.ended.value}\nretry: {RECONNECT_MS}\n\n"
+                    await response.write(hint.encode())
                 break
             if not events:
                 await response.write(HEARTBEAT)

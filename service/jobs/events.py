@@ -159,7 +159,8 @@ class EventStream:
         self._wake.set()
 
     def seen(self, job_id: int, order: _Order) -> None:
-        """The client has this state already (its ``Last-Event-ID``): send only newer ones."""
+        """Send only states of the job newer than ``order``: what the client has (its
+        ``Last-Event-ID``), or a floor below every state, so no older one follows a newer."""
         self._sent[job_id] = order
 
     def end(self, reason: StreamEnd) -> None:

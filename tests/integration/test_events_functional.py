@@ -177,13 +177,19 @@ async def test_a_cancelled_job_s_done_event_says_cancelled(
         assert await reader.rest() == []
 
 
-async def test_an_unknown_job_s_stream_is_a_404_and_a_bad_id_a_400(client: Client) -> None:
+async def test_an_unknown_job_s_stream_is_a_404_a_bad_id_a_400_and_head_a_405(
+    client: Client,
+) -> None:
     async with client.get("/api/jobs/999/events") as response:
         assert response.status == 404
         assert await response.json() == {"error": "job 999 not found"}
     async with client.get("/api/jobs/abc/events") as response:
         assert response.status == 400
         assert await response.json() == {"error": "job id must be a positive integer"}
+    # A HEAD could only hold a stream open that sends nothing.
+    for path in ("/api/events", "/api/jobs/1/events"):
+        async with client.head(path) as response:
+            assert response.status == 405
 
 
 # -- every job's stream -----------------------------------------------------------
