@@ -300,3 +300,24 @@ async def test_test_server_teardown_ends_open_streams(
     await closing
     assert blocks[-1].retry == 1000
     assert blocks[-1].comments == ["shutdown"]
+
+
+async def test_a_retried_job_moves_again_under_a_new_epoch(
+    start: Callable[..., Any], image_host: ImageHost
+) -> None:
+    client = await start()
+    async with client.get("/api/events") as response:
+        reader = SseReader(response)
+        job_id = await submit(client, visit("RP00001", image_host.url("/status/404")))
+        first = await reader.event()
+        while first.event != "done":
+            first = await reader.event()
+        assert (first.id, first.json()["status"]) == (f"{job_id}-0-2", "failed")
+        async with client.post(f"/api/jobs/{job_id}/retry") as retried:
+            assert retried.status == 202
+        again = await reader.event()
+        while again.event != "done":
+            assert again.id is not None and again.id.startswith(f"{job_id}-1-")
+            again = await reader.event()
+    # The run's own done event: the same failure, in run 1.
+    assert (again.id, again.json()["status"]) == (f"{job_id}-1-2", "failed")
