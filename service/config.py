@@ -19,6 +19,7 @@ __all__ = [
     "ConfigError",
     "ConnectionSettings",
     "DownloadSettings",
+    "EventSettings",
     "JobSettings",
     "LimitSettings",
     "PipelineSettings",
@@ -163,6 +164,15 @@ class JobSettings:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class EventSettings:
+    """Live events: how many streams at once, the heartbeat, the first page of jobs."""
+
+    max_event_streams: int
+    sse_heartbeat: float
+    max_page_size: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class StoreSettings:
     """The job store: where it is, how long to wait for it, retention, and replicas' claims."""
 
@@ -196,6 +206,7 @@ _GROUPS = {
     "limits": LimitSettings,
     "jobs": JobSettings,
     "store": StoreSettings,
+    "events": EventSettings,
 }
 
 
@@ -264,6 +275,9 @@ class Settings:
     shutdown_grace: float = _setting(10.0, _non_negative)
     unsaved_results_limit: int = _setting(100_000, _positive)
 
+    max_event_streams: int = _setting(1000, _positive)
+    sse_heartbeat: float = _setting(15.0, _positive)
+
     # The URL may hold a password: never in a repr, and errors show it masked.
     database_url: str = field(
         default="sqlite:///retail-pulse.db", repr=False, metadata={"check": _database_url}
@@ -288,6 +302,7 @@ class Settings:
     limits: LimitSettings = field(init=False, repr=False, compare=False, metadata={"group": True})
     jobs: JobSettings = field(init=False, repr=False, compare=False, metadata={"group": True})
     store: StoreSettings = field(init=False, repr=False, compare=False, metadata={"group": True})
+    events: EventSettings = field(init=False, repr=False, compare=False, metadata={"group": True})
 
     def __post_init__(self) -> None:
         self._check()

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from service.api.schemas import SubmitSchema
 from service.config import Settings
+from service.jobs.events import EventHub
 from service.jobs.manager import JobManager
 from service.jobs.store import JobStore
 from service.metrics import Metrics
@@ -20,6 +21,7 @@ from service.store_master import StoreMaster
 __all__ = [
     "BATCH_FUNCTION",
     "CLIENT_SESSION",
+    "EVENT_HUB",
     "JOB_MANAGER",
     "JOB_STORE",
     "MEASURE_POOL",
@@ -44,6 +46,8 @@ BATCH_FUNCTION: web.AppKey[BatchFunction] = web.AppKey("batch_function")
 PIPELINE = web.AppKey("pipeline", Pipeline)
 JOB_MANAGER = web.AppKey("job_manager", JobManager)
 JOB_STORE = web.AppKey("job_store", JobStore)
+# Live events: every open stream of this process, fed by one ticker.
+EVENT_HUB = web.AppKey("event_hub", EventHub)
 METRICS = web.AppKey("metrics", Metrics)
 # The OpenAPI document, built once per app from the schemas and the settings.
 OPENAPI = web.AppKey("openapi", dict[str, Any])

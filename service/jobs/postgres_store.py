@@ -661,6 +661,17 @@ class PostgresJobStore:
             return None  # never issued, deleted, or past its time-to-live
         return summary(tuple(rows[0])[:-1])
 
+    async def summaries(self, job_ids: Sequence[int]) -> list[JobSummary]:
+        if not job_ids:
+            return []
+        rows = await self._fetch(
+            f"SELECT {SUMMARY_COLUMNS} FROM jobs WHERE id = ANY($1::bigint[]) "
+            f"AND (finished_at IS NULL OR finished_at > {NOW} - $2)",
+            list(job_ids),
+            self._settings.job_ttl,
+        )
+        return [summary(tuple(row)) for row in rows]
+
     async def rows(
         self, job_id: int, offset: int, limit: int
     ) -> tuple[JobSummary, list[ImageRow]] | None:
