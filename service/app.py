@@ -27,12 +27,14 @@ from service.api.schemas import SubmitSchema
 from service.config import ConfigError, Settings, load_config
 from service.jobs.backends import create_store, create_work_queue
 from service.jobs.claims import ClaimingQueue
-from service.jobs.manager import JobManager
+from service.jobs.manager import JobManager, JobObserver, ObserverGroup
 from service.jobs.store import StoreOpenError
 from service.jobs.telemetry import JobTelemetry
+from service.jobs.webhooks import WebhookWorker
 from service.logging_setup import AccessLogger, configure_logging, stop_logging
 from service.metrics import Metrics
 from service.net.downloader import Downloader, create_client_session
+from service.net.webhook_client import WebhookClient, create_webhook_session
 from service.pipeline import imaging
 from service.pipeline.flow import Pipeline
 from service.pipeline.measure_pool import MeasurePool
@@ -81,7 +83,9 @@ def create_app(
     app[keys.STORE_MASTER] = (
         store_master if store_master is not None else load_store_master(settings.stores)
     )
-    app[keys.SUBMIT_SCHEMA] = SubmitSchema(limits=settings.limits)
+    app[keys.SUBMIT_SCHEMA] = SubmitSchema(
+        limits=settings.limits, webhooks=settings.webhooks.enabled
+    )
     app[keys.METRICS] = Metrics()
     app[keys.METRICS].name_replica(replica.id.hex, replica.name, replica.host, replica.pid)
     app[keys.OPENAPI] = build_openapi(settings)
@@ -89,6 +93,7 @@ def create_app(
     # Opened before the pool starts: a store that cannot open fails the start at once.
     app.cleanup_ctx.append(job_store_ctx)
     app.cleanup_ctx.append(measure_pool_ctx)
+    app.cleanup_ctx.append(webhooks_ctx)
     app.cleanup_ctx.append(job_manager_ctx)
     app.add_routes(routes)
     app.add_routes(results_routes)
@@ -130,6 +135,28 @@ async def measure_pool_ctx(app: web.Application) -> AsyncIterator[None]:
         await pool.close()
 
 
+async def webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The webhook worker, with a client session of its own; none without a webhook_secret
+    (pending deliveries then wait for a process that has one)."""
+    settings = app[keys.SETTINGS]
+    if not settings.webhooks.enabled:
+        yield
+        return
+    session = create_webhook_session(
+        settings.download,
+        limit=settings.webhook_max_in_flight,
+        resolver=app.get(keys.WEBHOOK_RESOLVER),
+    )
+    worker = WebhookWorker(app[keys.JOB_STORE], WebhookClient(session), settings.webhooks)
+    app[keys.WEBHOOKS] = worker
+    worker.start()
+    try:
+        yield
+    finally:
+        await worker.close()
+        await session.close()
+
+
 async def job_manager_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
     metrics = app[keys.METRICS]
@@ -140,13 +167,12 @@ async def job_manager_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     store = app[keys.JOB_STORE]
     queue = create_work_queue(store, settings.store, settings.max_in_flight)
-    manager = JobManager(
-        store,
-        app[keys.STORE_MASTER],
-        queue,
-        settings.jobs,
-        observer=JobTelemetry(metrics),
-    )
+    observer: JobObserver = JobTelemetry(metrics)
+    webhooks = app.get(keys.WEBHOOKS)
+    if webhooks is not None:
+        # A job that ended wakes the worker: its delivery is committed by then.
+        observer = ObserverGroup(observer, webhooks)
+    manager = JobManager(store, app[keys.STORE_MASTER], queue, settings.jobs, observer=observer)
     pipeline = Pipeline(settings.pipeline, downloader, app[keys.MEASURE_POOL], queue, manager)
     metrics.watch_pipeline(pipeline)
     metrics.watch_job_manager(manager)

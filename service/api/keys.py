@@ -6,11 +6,13 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from aiohttp.abc import AbstractResolver
 
 from service.api.schemas import SubmitSchema
 from service.config import Settings
 from service.jobs.manager import JobManager
 from service.jobs.store import JobStore
+from service.jobs.webhooks import WebhookWorker
 from service.metrics import Metrics
 from service.pipeline.flow import Pipeline
 from service.pipeline.measure_pool import BatchFunction, MeasurePool
@@ -30,6 +32,8 @@ __all__ = [
     "SETTINGS",
     "STORE_MASTER",
     "SUBMIT_SCHEMA",
+    "WEBHOOKS",
+    "WEBHOOK_RESOLVER",
 ]
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -45,5 +49,9 @@ PIPELINE = web.AppKey("pipeline", Pipeline)
 JOB_MANAGER = web.AppKey("job_manager", JobManager)
 JOB_STORE = web.AppKey("job_store", JobStore)
 METRICS = web.AppKey("metrics", Metrics)
+# The webhook worker; absent while no webhook_secret is set.
+WEBHOOKS = web.AppKey("webhooks", WebhookWorker)
+# Optional: the resolver behind the webhook session's guard (tests set a scripted one).
+WEBHOOK_RESOLVER = web.AppKey("webhook_resolver", AbstractResolver)
 # The OpenAPI document, built once per app from the schemas and the settings.
 OPENAPI = web.AppKey("openapi", dict[str, Any])
