@@ -28,6 +28,8 @@ from tests.support.resolvers import StubResolver
 
 Client = TestClient[Any, Any]
 
+DOCS_API = Path(__file__).resolve().parents[2] / "docs" / "api.md"
+
 SECRET = "whsec-test-0123456789"
 # Retries in tens of milliseconds, so a test sees several attempts at once.
 FAST = {
@@ -81,6 +83,16 @@ async def settled_delivery(client: Client, job_id: int) -> dict[str, Any]:
     return await eventually(probe, within=15)
 
 
+def documented_verify() -> Callable[[str, str, bytes], bool]:
+    """The receiver's check as docs/api.md shows it (its Webhooks section's Python block)."""
+    section = DOCS_API.read_text(encoding="utf-8").split("\n## Webhooks\n", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict[str, Any] = {}
+    exec(code, namespace)
+    verify: Callable[[str, str, bytes], bool] = namespace["verify"]
+    return verify
+
+
 def with_callback(url: str, *visits: dict[str, Any]) -> dict[str, Any]:
     return {**payload(*visits), "callback_url": url}
 
@@ -112,6 +124,7 @@ async def test_a_receiver_that_fails_twice_then_accepts_gets_three_signed_attemp
     }
 
     now = time.time()
+    verify = documented_verify()
     for call in receiver.calls:
         assert call.path == "/hooks/retail-pulse"
         assert call.headers["Content-Type"] == "application/json"
@@ -119,6 +132,9 @@ async def test_a_receiver_that_fails_twice_then_accepts_gets_three_signed_attemp
         assert reference_verify(SECRET, signature, call.raw, now, tolerance=60)
         assert not reference_verify("another secret", signature, call.raw, now, tolerance=60)
         assert not reference_verify(SECRET, signature, call.raw + b" ", now, tolerance=60)
+        # What the docs tell receivers to run agrees.
+        assert verify(SECRET, signature, call.raw)
+        assert not verify("another secret", signature, call.raw)
     # One body for every attempt of one delivery.
     assert len({call.raw for call in receiver.calls}) == 1
 
