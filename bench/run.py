@@ -132,8 +132,9 @@ def _run_service_workload(
         elapsed = time.perf_counter()
         wall, runs = asyncio.run(run_jobs(deployment.base_urls, payloads))
         elapsed = time.perf_counter() - elapsed
-        cpu_after = [tree_cpu(pid) for pid in pids]
+        # Read inside out, so that the loop's window lies within the process's.
         loop_after = [loop_thread_cpu(pid) for pid in pids]
+        cpu_after = [tree_cpu(pid) for pid in pids]
         database_after = deployment.database_cpu()
         settled_by_replica = deployment.settled_by_replica()
         store = deployment.store_description()

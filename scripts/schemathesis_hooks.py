@@ -1,8 +1,9 @@
 """Schemathesis hooks for the CI contract run (loaded via SCHEMATHESIS_HOOKS).
 
 Every image URL in a submitted body is rewritten, just before the request is
-sent, to a PNG the service under test serves itself, so a fuzzed job never
-makes the service fetch from anywhere but 127.0.0.1. Store ids become one the
+sent, to a PNG the service under test serves itself, and every ``callback_url``
+to the run's own webhook receiver on 127.0.0.1, so a fuzzed job never makes the
+service resolve or call anything but 127.0.0.1. Store ids become one the
 bundled store master knows, so fuzzed jobs reach the download and measuring path
 instead of all failing as unknown stores.
 """
@@ -15,13 +16,19 @@ from typing import Any
 import schemathesis
 
 IMAGE_URL = os.environ["RP_SCHEMATHESIS_IMAGE_URL"]
+CALLBACK_URL = os.environ["RP_SCHEMATHESIS_CALLBACK_URL"]
 KNOWN_STORE = "S00339218"
 
 
 @schemathesis.hook
 def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
     body = getattr(case, "body", None)
-    if not isinstance(body, dict) or not isinstance(body.get("visits"), list):
+    if not isinstance(body, dict):
+        return
+    # Non-strings (and null) stay: they keep a negative case negative.
+    if isinstance(body.get("callback_url"), str):
+        body["callback_url"] = CALLBACK_URL
+    if not isinstance(body.get("visits"), list):
         return
     for visit in body["visits"]:
         if not isinstance(visit, dict):

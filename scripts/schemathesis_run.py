@@ -2,7 +2,9 @@
 
 No fuzzed job may reach the network. Two independent guards:
 1. ``scripts/schemathesis_hooks.py`` rewrites every submitted image URL to a PNG the
-   service itself serves on 127.0.0.1.
+   service itself serves on 127.0.0.1, and every ``callback_url`` to a webhook receiver
+   this script runs on 127.0.0.1 (the service is given a ``webhook_secret``, so fuzzed
+   submits with a callback are accepted and their deliveries made).
 2. As root with ``unshare`` available (CI is), the run re-executes itself in a
    fresh network namespace that has only a loopback interface, so even a URL the
    hook missed cannot leave the machine.
@@ -17,9 +19,11 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,6 +77,27 @@ def wait_ready(base: str, server: subprocess.Popen[bytes], within: float = 60.0)
     raise SystemExit(f"service not ready within {within}s")
 
 
+class _Receiver(BaseHTTPRequestHandler):
+    """Takes every webhook delivery (204) and counts it."""
+
+    received = 0
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        type(self).received += 1
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass  # quiet: the count is reported at the end
+
+
+def start_receiver() -> tuple[ThreadingHTTPServer, str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    threading.Thread(target=server.serve_forever, name="webhook-receiver", daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}/hook"
+
+
 def report_jobs(base: str) -> None:
     """Say how many fuzzed jobs got past validation, so a run that never does is visible."""
     with urllib.request.urlopen(f"{base}/metrics", timeout=10) as response:
@@ -88,7 +113,11 @@ def main() -> int:
     if code is not None:
         return code
     isolation = "loopback-only network namespace" if os.environ.get(IN_NAMESPACE) else "none"
-    print(f"schemathesis: network isolation: {isolation}; image URLs rewritten to loopback")
+    print(
+        f"schemathesis: network isolation: {isolation}; "
+        "image and callback URLs rewritten to loopback"
+    )
+    receiver, callback_url = start_receiver()
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     # The default kind of job store, in a file of this run's own.
@@ -106,6 +135,8 @@ def main() -> int:
         # that refuses loopback by default would leave the measuring path unfuzzed.
         # (Ignored where the setting does not exist.)
         "RP_ALLOW_PRIVATE_NETWORKS": "true",
+        # Fuzzed submits with a callback_url are accepted only with a secret to sign with.
+        "RP_WEBHOOK_SECRET": "schemathesis-webhook-secret",
     }
     server = subprocess.Popen(
         [
@@ -129,6 +160,7 @@ def main() -> int:
             "SCHEMATHESIS_HOOKS": "schemathesis_hooks",
             "PYTHONPATH": str(ROOT / "scripts"),
             "RP_SCHEMATHESIS_IMAGE_URL": f"{base}/api/docs/assets/favicon-32x32.png",
+            "RP_SCHEMATHESIS_CALLBACK_URL": callback_url,
         }
         result = subprocess.run(
             [
@@ -163,7 +195,9 @@ def main() -> int:
             check=False,
         )
         report_jobs(base)
+        print(f"schemathesis: webhook deliveries received: {_Receiver.received}")
     finally:
+        receiver.shutdown()
         server.send_signal(signal.SIGTERM)
         try:
             server_code = server.wait(timeout=30)

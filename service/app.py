@@ -29,13 +29,15 @@ from service.config import ConfigError, Settings, load_config
 from service.jobs.backends import create_store, create_work_queue
 from service.jobs.claims import ClaimingQueue
 from service.jobs.events import EventHub
-from service.jobs.manager import JobManager
+from service.jobs.manager import JobManager, JobObserver
 from service.jobs.observers import JobObservers
 from service.jobs.store import StoreOpenError
 from service.jobs.telemetry import JobTelemetry
+from service.jobs.webhooks import WebhookWorker
 from service.logging_setup import AccessLogger, configure_logging, stop_logging
 from service.metrics import Metrics
 from service.net.downloader import Downloader, create_client_session
+from service.net.webhook_client import WebhookClient, create_webhook_session
 from service.pipeline import imaging
 from service.pipeline.flow import Pipeline
 from service.pipeline.measure_pool import MeasurePool
@@ -84,7 +86,9 @@ def create_app(
     app[keys.STORE_MASTER] = (
         store_master if store_master is not None else load_store_master(settings.stores)
     )
-    app[keys.SUBMIT_SCHEMA] = SubmitSchema(limits=settings.limits)
+    app[keys.SUBMIT_SCHEMA] = SubmitSchema(
+        limits=settings.limits, webhooks=settings.webhooks.enabled
+    )
     app[keys.METRICS] = Metrics()
     app[keys.METRICS].name_replica(replica.id.hex, replica.name, replica.host, replica.pid)
     app[keys.OPENAPI] = build_openapi(settings)
@@ -92,9 +96,10 @@ def create_app(
     # Opened before the pool starts: a store that cannot open fails the start at once.
     app.cleanup_ctx.append(job_store_ctx)
     app.cleanup_ctx.append(measure_pool_ctx)
-    # Before the manager, which reports to it; streams end before connections are awaited.
+    # Before the manager, which reports to them; streams end before connections are awaited.
     app.cleanup_ctx.append(event_hub_ctx)
     app.on_shutdown.append(end_event_streams)
+    app.cleanup_ctx.append(webhooks_ctx)
     app.cleanup_ctx.append(job_manager_ctx)
     app.add_routes(routes)
     app.add_routes(event_routes)
@@ -154,6 +159,28 @@ async def end_event_streams(app: web.Application) -> None:
         app[keys.EVENT_HUB].end_streams()
 
 
+async def webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The webhook worker, with a client session of its own; none without a webhook_secret
+    (pending deliveries then wait for a process that has one)."""
+    settings = app[keys.SETTINGS]
+    if not settings.webhooks.enabled:
+        yield
+        return
+    session = create_webhook_session(
+        settings.download,
+        limit=settings.webhook_max_in_flight,
+        resolver=app.get(keys.WEBHOOK_RESOLVER),
+    )
+    worker = WebhookWorker(app[keys.JOB_STORE], WebhookClient(session), settings.webhooks)
+    app[keys.WEBHOOKS] = worker
+    worker.start()
+    try:
+        yield
+    finally:
+        await worker.close()
+        await session.close()
+
+
 async def job_manager_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
     metrics = app[keys.METRICS]
@@ -164,12 +191,16 @@ async def job_manager_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     store = app[keys.JOB_STORE]
     queue = create_work_queue(store, settings.store, settings.max_in_flight)
+    observers: list[JobObserver] = [JobTelemetry(metrics), app[keys.EVENT_HUB]]
+    if keys.WEBHOOKS in app:
+        # A job that ended wakes the worker: its delivery is committed by then.
+        observers.append(app[keys.WEBHOOKS])
     manager = JobManager(
         store,
         app[keys.STORE_MASTER],
         queue,
         settings.jobs,
-        observer=JobObservers(JobTelemetry(metrics), app[keys.EVENT_HUB]),
+        observer=JobObservers(*observers),
     )
     pipeline = Pipeline(settings.pipeline, downloader, app[keys.MEASURE_POOL], queue, manager)
     metrics.watch_pipeline(pipeline)

@@ -26,6 +26,7 @@ __all__ = [
     "PoolSettings",
     "Settings",
     "StoreSettings",
+    "WebhookSettings",
     "load_config",
     "setting_names",
 ]
@@ -198,6 +199,31 @@ class StoreSettings:
         return parse_database_url(self.database_url)
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class WebhookSettings:
+    """Completion webhooks: the signing secret, the retry schedule, and how long a delivery
+    attempt may hold its lease (an attempt lasts at most ``total_timeout``)."""
+
+    webhook_secret: str = field(repr=False)
+    webhook_max_attempts: int
+    webhook_retry_base: float
+    webhook_retry_max_delay: float
+    webhook_max_in_flight: int
+    total_timeout: float
+    claim_timeout: float
+
+    @property
+    def enabled(self) -> bool:
+        """Submits may carry a ``callback_url`` only when deliveries can be signed."""
+        return bool(self.webhook_secret)
+
+    @property
+    def lease(self) -> float:
+        """Seconds a taken delivery is this process's: its attempt, then ``claim_timeout`` of
+        slack to record the outcome (the patience a shared store gives a silent replica)."""
+        return self.total_timeout + self.claim_timeout
+
+
 _GROUPS = {
     "connections": ConnectionSettings,
     "download": DownloadSettings,
@@ -207,6 +233,7 @@ _GROUPS = {
     "jobs": JobSettings,
     "store": StoreSettings,
     "events": EventSettings,
+    "webhooks": WebhookSettings,
 }
 
 
@@ -288,6 +315,13 @@ class Settings:
     replica_name: str = _setting("")
     # Empty disables the check. repr=False keeps the key out of logs and tracebacks.
     api_key: str = field(default="", repr=False, metadata={"check": None})
+    # Signs completion webhooks; empty refuses submits that carry a callback_url. Never in
+    # a repr or a log line.
+    webhook_secret: str = field(default="", repr=False, metadata={"check": None})
+    webhook_max_attempts: int = _setting(8, _positive)
+    webhook_retry_base: float = _setting(5.0, _positive)
+    webhook_retry_max_delay: float = _setting(900.0, _positive)
+    webhook_max_in_flight: int = _setting(16, _positive)
 
     connections: ConnectionSettings = field(
         init=False, repr=False, compare=False, metadata={"group": True}
@@ -303,6 +337,9 @@ class Settings:
     jobs: JobSettings = field(init=False, repr=False, compare=False, metadata={"group": True})
     store: StoreSettings = field(init=False, repr=False, compare=False, metadata={"group": True})
     events: EventSettings = field(init=False, repr=False, compare=False, metadata={"group": True})
+    webhooks: WebhookSettings = field(
+        init=False, repr=False, compare=False, metadata={"group": True}
+    )
 
     def __post_init__(self) -> None:
         self._check()
@@ -331,6 +368,11 @@ class Settings:
             )
         if self.default_page_size > self.max_page_size:
             raise ConfigError("invalid setting default_page_size: must not exceed max_page_size")
+        if self.webhook_retry_base > self.webhook_retry_max_delay:
+            raise ConfigError(
+                "invalid setting webhook_retry_base: must not exceed webhook_retry_max_delay "
+                f"({self.webhook_retry_base} > {self.webhook_retry_max_delay})"
+            )
         if self.max_images_per_job > self.max_pending_images:
             # Otherwise a job within the per-job limit could never be admitted.
             raise ConfigError(

@@ -119,7 +119,7 @@ async def submit_job(request: web.Request) -> web.Response:
     else:
         submission = schema.load(body)
     key = idempotency_key(request, body)
-    created = await manager.submit(submission.visits, key)
+    created = await manager.submit(submission.visits, key, callback_url=submission.callback_url)
     headers = {REPLAYED_HEADER: "true"} if created.replayed else None
     response = json_response(_created_schema.dump({"job_id": created.job_id}), status=201)
     if headers:
@@ -171,10 +171,12 @@ async def job_detail(request: web.Request) -> web.Response:
     job_id = path_job_id(request)
     page = _page_query_schema.load(dict(request.query))
     limit = page_limit(request, page.get("limit"))
-    found = await request.app[keys.JOB_MANAGER].rows(job_id, page["offset"], limit)
+    manager = request.app[keys.JOB_MANAGER]
+    found = await manager.rows(job_id, page["offset"], limit)
     if found is None:
         raise NotFound(f"job {job_id} not found")
     summary, rows = found
+    delivery = await manager.delivery(job_id)
     body = _detail_schema.dump(
         {
             "job_id": summary.job_id,
@@ -185,6 +187,7 @@ async def job_detail(request: web.Request) -> web.Response:
             "offset": page["offset"],
             "limit": limit,
             "results": rows,
+            "delivery": delivery,
         }
     )
     # Plain strings, added after the dump for the same reason as in job_status.

@@ -6,12 +6,14 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from aiohttp.abc import AbstractResolver
 
 from service.api.schemas import SubmitSchema
 from service.config import Settings
 from service.jobs.events import EventHub
 from service.jobs.manager import JobManager
 from service.jobs.store import JobStore
+from service.jobs.webhooks import WebhookWorker
 from service.metrics import Metrics
 from service.pipeline.flow import Pipeline
 from service.pipeline.measure_pool import BatchFunction, MeasurePool
@@ -32,6 +34,8 @@ __all__ = [
     "SETTINGS",
     "STORE_MASTER",
     "SUBMIT_SCHEMA",
+    "WEBHOOKS",
+    "WEBHOOK_RESOLVER",
 ]
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -49,5 +53,9 @@ JOB_STORE = web.AppKey("job_store", JobStore)
 # Live events: every open stream of this process, fed by one ticker.
 EVENT_HUB = web.AppKey("event_hub", EventHub)
 METRICS = web.AppKey("metrics", Metrics)
+# The webhook worker; absent while no webhook_secret is set.
+WEBHOOKS = web.AppKey("webhooks", WebhookWorker)
+# Optional: the resolver behind the webhook session's guard (tests set a scripted one).
+WEBHOOK_RESOLVER = web.AppKey("webhook_resolver", AbstractResolver)
 # The OpenAPI document, built once per app from the schemas and the settings.
 OPENAPI = web.AppKey("openapi", dict[str, Any])

@@ -28,6 +28,7 @@ from service.api.schemas import (
     RetryAcceptedSchema,
     StatusSchema,
     SubmitSchema,
+    WebhookBodySchema,
 )
 from service.config import Settings
 
@@ -123,9 +124,37 @@ _LAST_EVENT_ID = {
     "schema": {"type": "string", "maxLength": 64},
 }
 
+_WEBHOOK = {
+    "post": {
+        "summary": "The job ended: its status, posted to the submit's callback_url",
+        "parameters": [
+            {
+                "in": "header",
+                "name": "Retail-Pulse-Delivery",
+                "required": True,
+                "description": "The delivery's id: the same on every attempt of it.",
+                "schema": {"type": "string"},
+            },
+            {
+                "in": "header",
+                "name": "Retail-Pulse-Signature",
+                "required": True,
+                "description": "`t=<unix seconds>,v1=<hex HMAC-SHA256 of "
+                '"<t>.<raw body>" keyed with webhook_secret>`.',
+                "schema": {"type": "string"},
+            },
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": WebhookBodySchema}},
+        },
+        "responses": {"200": {"description": "Any 2xx: delivered. Anything else is tried again."}},
+    }
+}
+
 
 def _operations(settings: Settings) -> dict[str, dict[str, Any]]:
-    submit_schema = SubmitSchema(limits=settings.limits)
+    submit_schema = SubmitSchema(limits=settings.limits, webhooks=settings.webhooks.enabled)
     submit = {
         "post": {
             "summary": "Submit a job of store visits and their image URLs",
@@ -141,7 +170,22 @@ def _operations(settings: Settings) -> dict[str, dict[str, Any]]:
             "job's 201 with `Idempotent-Replayed: true`, even when the service is full; the "
             "same key with another body is 422. Two concurrent submits with one key create "
             "one job: the second waits for the first and gets the replay. A key is kept "
-            "only with a 201, for `idempotency_ttl` seconds.",
+            "only with a 201, for `idempotency_ttl` seconds.\n\n"
+            "**Completion webhook.** With `callback_url` (an absolute http(s) URL, up to "
+            f"{settings.max_url_length} characters; a 400 unless the `webhook_secret` setting "
+            "is set), the service POSTs the job's status there each time the job ends "
+            "(completed, failed or cancelled; again after a retry, as a new delivery): the "
+            "`/api/status` body plus `finished_at`, `progress` and `error_count`, the error "
+            "list cut to the first 100 stores. Headers: `Content-Type: application/json`; "
+            "`Retail-Pulse-Delivery: <id>`, the same on every attempt of one delivery, so a "
+            "receiver can drop duplicates; `Retail-Pulse-Signature: t=<unix seconds>,v1=<hex "
+            'HMAC-SHA256 of "<t>.<raw body>" keyed with webhook_secret>`. Any 2xx answer '
+            "delivers it; anything else (3xx included: redirects are not followed), or no "
+            f"answer, is tried again, up to {settings.webhook_max_attempts} attempts, after "
+            f"{settings.webhook_retry_base:g} s, then twice as long each time, at most "
+            f"{settings.webhook_retry_max_delay:g} s. A destination the address policy "
+            "refuses (as for image URLs) is given up at once. `GET /api/jobs/<id>` shows the "
+            "latest delivery.",
             "operationId": "submitJob",
             "parameters": [
                 {
@@ -156,6 +200,7 @@ def _operations(settings: Settings) -> dict[str, dict[str, Any]]:
                 "required": True,
                 "content": {"application/json": {"schema": submit_schema}},
             },
+            "callbacks": {"jobEnded": {"{$request.body#/callback_url}": _WEBHOOK}},
             "responses": {
                 "201": {
                     **_json(JobCreatedSchema, "The job was accepted (or replayed)."),

@@ -23,11 +23,13 @@ from marshmallow import (
 from yarl import URL
 
 from service.config import LimitSettings
+from service.jobs.deliveries import DeliveryState
 from service.jobs.model import ImageState, JobStatus, Visit, normalise_visit_time
-from service.url_credentials import credentials_refusals, masked_urls
+from service.url_credentials import credentials_refusal, credentials_refusals, masked_urls
 
 __all__ = [
     "MAX_OFFSET",
+    "DeliverySchema",
     "EmptySchema",
     "ErrorSchema",
     "HealthSchema",
@@ -46,6 +48,7 @@ __all__ = [
     "StoreErrorSchema",
     "Submission",
     "SubmitSchema",
+    "WebhookBodySchema",
     "flatten_messages",
     "parse_job_id",
 ]
@@ -54,6 +57,14 @@ __all__ = [
 @dataclass(frozen=True, slots=True)
 class Submission:
     visits: tuple[Visit, ...]
+    # As given: credentials (when allowed) are needed to post to it, and masked where shown.
+    callback_url: str | None = None
+
+
+WEBHOOKS_OFF = (
+    "Needs the webhook_secret setting, which signs every delivery; set webhook_secret "
+    "(RP_WEBHOOK_SECRET) to accept callback_url."
+)
 
 
 _WHITESPACE = re.compile(r"\s")
@@ -149,10 +160,20 @@ class SubmitSchema(Schema):
         required=True,
         validate=validate.Length(min=1, error="Must contain at least one visit."),
     )
+    callback_url = fields.String(
+        validate=_http_url,
+        load_default=None,
+        metadata={
+            "description": "Where to POST the job's status once it ends (a signed webhook; "
+            "see the submit description). Needs the webhook_secret setting."
+        },
+    )
 
-    def __init__(self, *, limits: LimitSettings, **kwargs: Any) -> None:
+    def __init__(self, *, limits: LimitSettings, webhooks: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.limits = limits
+        # Whether a webhook_secret is set: without one a delivery could not be signed.
+        self.webhooks = webhooks
 
     @pre_load
     def _check_text(self, data: Any, **_: Any) -> Any:
@@ -216,9 +237,25 @@ class SubmitSchema(Schema):
         if errors:
             raise ValidationError({"visits": errors})
 
+    @validates_schema
+    def _check_callback_url(self, data: dict[str, Any], **_: Any) -> None:
+        url = data.get("callback_url")
+        if url is None:
+            return
+        if not self.webhooks:
+            raise ValidationError(WEBHOOKS_OFF, "callback_url")
+        if len(url) > self.limits.max_url_length:
+            raise ValidationError(
+                f"Longer than {self.limits.max_url_length} characters.", "callback_url"
+            )
+        refused = credentials_refusal(url, allowed=self.limits.allow_url_credentials)
+        if refused:
+            raise ValidationError(refused, "callback_url")
+
     @post_load
     def _make_submission(self, data: dict[str, Any], **_: Any) -> Submission:
-        return Submission(tuple(_visit(visit) for visit in data["visits"]))
+        visits = tuple(_visit(visit) for visit in data["visits"])
+        return Submission(visits, data.get("callback_url"))
 
 
 def _visit(data: dict[str, Any]) -> Visit:
@@ -267,6 +304,26 @@ class ProgressSchema(Schema):
     failed = fields.Integer(required=True)
 
 
+class WebhookBodySchema(Schema):
+    """What a completion webhook posts: the /api/status body, ``finished_at`` and ``progress``.
+
+    Built by ``service.jobs.deliveries.delivery_body`` in the store's transaction; this
+    schema documents it (OpenAPI callbacks) and checks it in tests.
+    """
+
+    status = fields.String(required=True, validate=validate.OneOf(JOB_STATUSES))
+    job_id = fields.Integer(required=True)
+    error = fields.List(
+        fields.Nested(StoreErrorSchema),
+        metadata={"description": "The failed stores, at most the first 100; absent when none."},
+    )
+    error_count = fields.Integer(
+        required=True, metadata={"description": "How many stores failed in all."}
+    )
+    finished_at = fields.DateTime(required=True)
+    progress = fields.Nested(ProgressSchema, required=True)
+
+
 class RetryAcceptedSchema(Schema):
     """A failed job back at work: how many of its images go again."""
 
@@ -288,6 +345,24 @@ class ImageResultSchema(Schema):
     state = fields.String(validate=validate.OneOf(IMAGE_STATES))
 
 
+DELIVERY_STATES = [state.value for state in DeliveryState]
+
+
+class DeliverySchema(Schema):
+    """A job's latest webhook delivery (its latest run's)."""
+
+    id = fields.String(
+        required=True, metadata={"description": "The Retail-Pulse-Delivery header it is sent with."}
+    )
+    state = fields.String(required=True, validate=validate.OneOf(DELIVERY_STATES))
+    attempts = fields.Integer(required=True)
+    last_error = fields.String(
+        required=True,
+        allow_none=True,
+        metadata={"description": "Why the last attempt failed, or null."},
+    )
+
+
 class JobDetailSchema(Schema):
     job_id = fields.Integer(required=True)
     status = fields.String(required=True, validate=validate.OneOf(JOB_STATUSES))
@@ -298,6 +373,8 @@ class JobDetailSchema(Schema):
     offset = fields.Integer(required=True)
     limit = fields.Integer(required=True)
     results = fields.List(fields.Nested(ImageResultSchema), required=True)
+    # null for a job submitted without callback_url.
+    delivery = fields.Nested(DeliverySchema, allow_none=True)
 
 
 RESULT_FORMATS = ["json", "csv"]

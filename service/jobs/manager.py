@@ -25,6 +25,7 @@ from typing import Any, Protocol, TypeVar
 
 from service.config import JobSettings
 from service.errors import JobError, ServiceError, ShuttingDown, StoreUnavailable
+from service.jobs.deliveries import DeliveryView
 from service.jobs.memory_store import overloaded
 from service.jobs.model import ImageRow, JobStatus, JobSummary, Visit
 from service.jobs.store import CreatedJob, IdempotencyKey, JobStore
@@ -76,6 +77,7 @@ class _Submit:
     visits: tuple[Visit, ...]
     idempotency: IdempotencyKey | None
     reply: asyncio.Future[CreatedJob]
+    callback_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,12 +250,21 @@ class JobManager:
             raise overloaded(pending, 0, self._max_pending)
 
     async def submit(
-        self, visits: Sequence[Visit], idempotency: IdempotencyKey | None = None
+        self,
+        visits: Sequence[Visit],
+        idempotency: IdempotencyKey | None = None,
+        *,
+        callback_url: str | None = None,
     ) -> CreatedJob:
-        """Create a job (or, for an Idempotency-Key seen before, answer its job: ``replayed``)."""
+        """Create a job (or, for an Idempotency-Key seen before, answer its job: ``replayed``).
+
+        With ``callback_url``, the job's end is posted there (a webhook delivery).
+        """
         if not self._accepting:
             raise ShuttingDown()
-        return await self._ask(lambda reply: _Submit(tuple(visits), idempotency, reply))
+        return await self._ask(
+            lambda reply: _Submit(tuple(visits), idempotency, reply, callback_url)
+        )
 
     async def cancel(self, job_id: int) -> JobSummary:
         """Stop a job: no image of it starts any more; ``JobNotFound`` or ``JobConflict``."""
@@ -285,6 +296,11 @@ class JobManager:
     ) -> list[JobSummary]:
         self._check_open()
         return await self._store.recent(limit, status, before)
+
+    async def delivery(self, job_id: int) -> DeliveryView | None:
+        """The job's latest webhook delivery, or None."""
+        self._check_open()
+        return await self._store.latest_delivery(job_id)
 
     def _check_open(self) -> None:
         if self._task is None:
@@ -350,8 +366,8 @@ class JobManager:
 
     async def _handle(self, message: _Message) -> None:
         match message:
-            case _Submit(visits, idempotency, reply):
-                _answer(reply, await self._create(visits, idempotency))
+            case _Submit(visits, idempotency, reply, callback_url):
+                _answer(reply, await self._create(visits, idempotency, callback_url))
             case _Cancel(job_id, reply):
                 _answer(reply, await self._cancel(job_id))
             case _Retry(job_id, reply):
@@ -368,7 +384,10 @@ class JobManager:
                     log.debug("deleted %d expired jobs", evicted)
 
     async def _create(
-        self, visits: tuple[Visit, ...], idempotency: IdempotencyKey | None
+        self,
+        visits: tuple[Visit, ...],
+        idempotency: IdempotencyKey | None,
+        callback_url: str | None = None,
     ) -> CreatedJob:
         if not self._accepting:
             raise ShuttingDown()
@@ -376,7 +395,11 @@ class JobManager:
         # The store checks admission as it commits, so concurrent submits (on any
         # replica, for a shared store) cannot all slip under the cap.
         created = await self._store.create(
-            visits, stores, max_pending=self._max_pending, idempotency=idempotency
+            visits,
+            stores,
+            max_pending=self._max_pending,
+            idempotency=idempotency,
+            callback_url=callback_url,
         )
         if created.replayed:
             log.info("submit replayed for its idempotency key", extra={"job_id": created.job_id})

@@ -11,9 +11,18 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from service.errors import IdempotencyMismatch, JobConflict, JobNotFound, Overloaded
+from service.jobs.deliveries import (
+    Delivery,
+    DeliveryOutcome,
+    DeliveryState,
+    DeliveryView,
+    delivery_body,
+    new_delivery_id,
+)
 from service.jobs.model import ImageRow, Job, JobStatus, JobSummary, Visit, estimated_bytes
 from service.jobs.store import (
     CreatedJob,
@@ -54,6 +63,18 @@ def overloaded(pending: int, adds: int, limit: int) -> Overloaded:
     )
 
 
+@dataclass(slots=True)
+class _Delivery:
+    job_id: int
+    url: str
+    body: str
+    state: DeliveryState = DeliveryState.PENDING
+    attempts: int = 0
+    next_attempt_at: float = 0.0
+    last_error: str | None = None
+    leased_until: float = 0.0
+
+
 class MemoryJobStore:
     durable = False
     shared = False
@@ -89,6 +110,10 @@ class MemoryJobStore:
         # job id -> expiry, in finishing order. The TTL is fixed and the clock only
         # moves forward, so the first entry is always the next to expire.
         self._expiries: OrderedDict[int, float] = OrderedDict()
+        # Webhook deliveries by id; each job's, oldest first; the pending ones.
+        self._deliveries: dict[str, _Delivery] = {}
+        self._job_deliveries: dict[int, list[str]] = {}
+        self._due: dict[str, _Delivery] = {}
 
     def __len__(self) -> int:
         return len(self._jobs)
@@ -115,6 +140,7 @@ class MemoryJobStore:
         *,
         max_pending: int,
         idempotency: IdempotencyKey | None = None,
+        callback_url: str | None = None,
     ) -> CreatedJob:
         if idempotency is not None:
             replay = self._replay(idempotency)
@@ -125,6 +151,7 @@ class MemoryJobStore:
             raise overloaded(self._pending, images, max_pending)
         self._last_id += 1
         job = Job.create(self._last_id, tuple(visits), tuple(stores))
+        job.callback_url = callback_url
         self._jobs[job.job_id] = job
         self._sizes[job.job_id] = estimated_bytes(visits)
         self._pending += job.total - job.done
@@ -169,7 +196,9 @@ class MemoryJobStore:
             raise JobConflict(f"job already {job.status.value}")
         self._pending -= job.total - job.done
         self._expire_later(job)
-        return job.summary()
+        summary = job.summary()
+        self._add_delivery(job, summary)
+        return summary
 
     async def retry(self, job_id: int, *, max_pending: int) -> Reopened:
         job = self._get(job_id)
@@ -194,7 +223,19 @@ class MemoryJobStore:
     def _finish(self, job: Job) -> JobSummary:
         job.finish(datetime.now(UTC))
         self._expire_later(job)
-        return job.summary()
+        summary = job.summary()
+        self._add_delivery(job, summary)
+        return summary
+
+    def _add_delivery(self, job: Job, summary: JobSummary) -> None:
+        """A job that ended: its webhook delivery, if it has a callback URL."""
+        if job.callback_url is None:
+            return
+        delivery_id = new_delivery_id()
+        delivery = _Delivery(job.job_id, job.callback_url, delivery_body(summary))
+        delivery.next_attempt_at = self._clock()
+        self._deliveries[delivery_id] = self._due[delivery_id] = delivery
+        self._job_deliveries.setdefault(job.job_id, []).append(delivery_id)
 
     def _expire_later(self, job: Job) -> None:
         """A job that ended: kept for the time-to-live, within the count and the bytes."""
@@ -259,6 +300,9 @@ class MemoryJobStore:
         return found
 
     def _forget(self, job_id: int) -> None:
+        for delivery_id in self._job_deliveries.pop(job_id, ()):
+            self._deliveries.pop(delivery_id, None)
+            self._due.pop(delivery_id, None)
         self._jobs.pop(job_id, None)
         size = self._sizes.pop(job_id, 0)
         if self._expiries.pop(job_id, None) is not None:
@@ -280,3 +324,44 @@ class MemoryJobStore:
 
     async def replicas(self) -> list[ReplicaRecord]:
         return [this_replica(self._replica)]
+
+    async def take_deliveries(self, limit: int, lease: float) -> list[Delivery]:
+        now = self._clock()
+        due = sorted(
+            (
+                (delivery.next_attempt_at, delivery_id)
+                for delivery_id, delivery in self._due.items()
+                if delivery.next_attempt_at <= now and delivery.leased_until <= now
+            )
+        )[:limit]
+        taken: list[Delivery] = []
+        for _, delivery_id in due:
+            delivery = self._due[delivery_id]
+            delivery.leased_until = now + lease
+            taken.append(
+                Delivery(
+                    delivery_id, delivery.job_id, delivery.url, delivery.body, delivery.attempts
+                )
+            )
+        return taken
+
+    async def settle_delivery(self, outcome: DeliveryOutcome) -> bool:
+        delivery = self._due.get(outcome.id)
+        if delivery is None or delivery.attempts != outcome.previous_attempts:
+            return False
+        delivery.attempts += 1
+        delivery.state = outcome.state
+        delivery.last_error = outcome.error
+        delivery.leased_until = 0.0
+        if outcome.state is DeliveryState.PENDING:
+            delivery.next_attempt_at = self._clock() + (outcome.retry_in or 0.0)
+        else:
+            del self._due[outcome.id]
+        return True
+
+    async def latest_delivery(self, job_id: int) -> DeliveryView | None:
+        ids = self._job_deliveries.get(job_id)
+        if not ids:
+            return None
+        delivery = self._deliveries[ids[-1]]
+        return DeliveryView(ids[-1], delivery.state, delivery.attempts, delivery.last_error)

@@ -144,6 +144,8 @@ class Job:
     _store_order: dict[str, int] = field(default_factory=dict)
     _errors: tuple[StoreError, ...] = ()
     epoch: int = 0
+    # Where its completion webhook goes (as given), or None.
+    callback_url: str | None = None
 
     @classmethod
     def create(

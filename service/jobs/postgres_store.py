@@ -25,6 +25,14 @@ from asyncpg.pool import PoolConnectionProxy
 from service.config import StoreSettings
 from service.database_url import mask_password
 from service.errors import JobConflict, JobNotFound, StoreFull, StoreUnavailable
+from service.jobs.deliveries import (
+    Delivery,
+    DeliveryOutcome,
+    DeliveryState,
+    DeliveryView,
+    delivery_body,
+    new_delivery_id,
+)
 from service.jobs.memory_store import check_retryable, idempotency_mismatch, overloaded
 from service.jobs.model import (
     ImageRow,
@@ -40,6 +48,7 @@ from service.jobs.queries import (
     CANCELLED,
     CLAIMED,
     JOB_ERRORS,
+    LATEST_DELIVERY,
     LIST_COLUMNS,
     QUEUED,
     RESULT_ROWS,
@@ -331,6 +340,7 @@ class PostgresJobStore:
         *,
         max_pending: int,
         idempotency: IdempotencyKey | None = None,
+        callback_url: str | None = None,
     ) -> CreatedJob:
         total = sum(len(visit.image_urls) for visit in visits)
         unknown: dict[str, int] = {}
@@ -369,11 +379,12 @@ class PostgresJobStore:
                     connection, await _oldest_finished(connection, all_bytes + size - max_bytes)
                 )
             job_id = await connection.fetchval(
-                "INSERT INTO jobs (status, created_at, total, done, failed, bytes) "
-                f"VALUES ('ongoing', {NOW}, $1, $2, $2, $3) RETURNING id",
+                "INSERT INTO jobs (status, created_at, total, done, failed, bytes, callback_url) "
+                f"VALUES ('ongoing', {NOW}, $1, $2, $2, $3, $4) RETURNING id",
                 total,
                 failed,
                 size,
+                callback_url,
             )
             await _copy_job(connection, job_id, visits, stores, unknown)
             if idempotency is not None:
@@ -436,10 +447,12 @@ class PostgresJobStore:
                 "SELECT COALESCE(SUM(total - done), 0) FROM jobs WHERE status = 'ongoing'"
             )
             found = await connection.fetchrow(
-                f"SELECT {SUMMARY_COLUMNS} FROM jobs WHERE id = $1", job_id
+                f"SELECT {SUMMARY_COLUMNS}, callback_url FROM jobs WHERE id = $1", job_id
             )
             assert found is not None
-            return summary(tuple(found))
+            cancelled = summary(tuple(found)[:-1])
+            await _add_delivery(connection, cancelled, found[-1])
+            return cancelled
 
         return await self._transaction(stop)
 
@@ -696,6 +709,45 @@ class PostgresJobStore:
         )
         return [summary(tuple(row)) for row in rows]
 
+    # -- webhook deliveries ----------------------------------------------------
+
+    async def take_deliveries(self, limit: int, lease: float) -> list[Delivery]:
+        # Any replica may take any due delivery; SKIP LOCKED keeps two from taking one,
+        # and the lease hands it to another once its taker has gone silent that long.
+        rows = await self._fetch(
+            f"UPDATE deliveries SET claimed_until = {NOW} + $2 WHERE id IN ("
+            "  SELECT id FROM deliveries WHERE state = 'pending' "
+            f"  AND next_attempt_at <= {NOW} AND (claimed_until IS NULL OR claimed_until <= {NOW}) "
+            "  ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED) "
+            "RETURNING id, job_id, url, body, attempts, next_attempt_at",
+            limit,
+            lease,
+        )
+        rows = sorted(rows, key=lambda row: row[5])
+        return [Delivery(row[0], row[1], row[2], row[3], row[4]) for row in rows]
+
+    async def settle_delivery(self, outcome: DeliveryOutcome) -> bool:
+        result = await self._execute(
+            "UPDATE deliveries SET state = $2, attempts = attempts + 1, last_error = $3, "
+            f"next_attempt_at = CASE WHEN $4::float8 IS NULL THEN next_attempt_at "
+            f"ELSE {NOW} + $4::float8 END, claimed_until = NULL, "
+            f"delivered_at = CASE WHEN $2 = 'delivered' THEN {NOW} END "
+            "WHERE id = $1 AND state = 'pending' AND attempts = $5",
+            outcome.id,
+            outcome.state.value,
+            outcome.error,
+            outcome.retry_in if outcome.state is DeliveryState.PENDING else None,
+            outcome.previous_attempts,
+        )
+        return result != "UPDATE 0"
+
+    async def latest_delivery(self, job_id: int) -> DeliveryView | None:
+        rows = await self._fetch(numbered(LATEST_DELIVERY), job_id)
+        if not rows:
+            return None
+        delivery_id, state, attempts, last_error = rows[0]
+        return DeliveryView(delivery_id, DeliveryState(state), attempts, last_error)
+
     async def replicas(self) -> list[ReplicaRecord]:
         rows = await self._fetch(
             f"SELECT id, name, host, pid, started_at, heartbeat_at, {NOW} - heartbeat_at "
@@ -730,6 +782,7 @@ async def _delete_jobs(connection: Connection, jobs: list[int]) -> None:
         ("images", "job_id"),
         ("visits", "job_id"),
         ("store_failures", "job_id"),
+        ("deliveries", "job_id"),
         ("jobs", "id"),
     ):
         await connection.execute(f"DELETE FROM {table} WHERE {column} = ANY($1::bigint[])", jobs)
@@ -916,9 +969,26 @@ async def _finish(connection: Connection, job_id: int) -> JobSummary:
     status = JobStatus.FAILED if errors else JobStatus.COMPLETED
     row = await connection.fetchrow(
         f"UPDATE jobs SET status = $2, finished_at = {NOW} WHERE id = $1 "
-        f"RETURNING {SUMMARY_COLUMNS}",
+        f"RETURNING {SUMMARY_COLUMNS}, callback_url",
         job_id,
         status.value,
     )
     assert row is not None
-    return summary(tuple(row))
+    finished = summary(tuple(row)[:-1])
+    await _add_delivery(connection, finished, row[-1])
+    return finished
+
+
+async def _add_delivery(connection: Connection, ended: JobSummary, url: str | None) -> None:
+    """A job that ended gets its webhook delivery in the same transaction, if it has a URL."""
+    if url is None:
+        return
+    await connection.execute(
+        "INSERT INTO deliveries (id, job_id, epoch, url, body, state, attempts, "
+        f"next_attempt_at, created_at) VALUES ($1, $2, $3, $4, $5, 'pending', 0, {NOW}, {NOW})",
+        new_delivery_id(),
+        ended.job_id,
+        ended.epoch,
+        url,
+        delivery_body(ended),
+    )

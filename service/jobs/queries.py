@@ -16,6 +16,7 @@ __all__ = [
     "CLAIMED",
     "JOB_ERRORS",
     "JOB_SUMMARY",
+    "LATEST_DELIVERY",
     "LIST_COLUMNS",
     "QUEUED",
     "RESULT_ROWS",
@@ -63,6 +64,12 @@ UPSERT_STORE_FAILURE = (
 JOB_ERRORS = (
     "SELECT store_id, reason, images, unknown_store FROM store_failures "
     "WHERE job_id = ? ORDER BY store_rank"
+)
+
+# A job's delivery of its latest run (a run ends once, so it has at most one).
+LATEST_DELIVERY = (
+    "SELECT id, state, attempts, last_error FROM deliveries WHERE job_id = ? "
+    "ORDER BY epoch DESC, created_at DESC LIMIT 1"
 )
 
 _PLACEHOLDER = re.compile(r"\?")

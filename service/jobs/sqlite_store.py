@@ -31,6 +31,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from service.errors import JobConflict, JobNotFound, StoreFull, StoreUnavailable
+from service.jobs.deliveries import (
+    Delivery,
+    DeliveryOutcome,
+    DeliveryState,
+    DeliveryView,
+    delivery_body,
+    new_delivery_id,
+)
 from service.jobs.memory_store import check_retryable, idempotency_mismatch, overloaded
 from service.jobs.model import (
     ImageRow,
@@ -47,6 +55,7 @@ from service.jobs.queries import (
     CANCELLED,
     JOB_ERRORS,
     JOB_SUMMARY,
+    LATEST_DELIVERY,
     LIST_COLUMNS,
     QUEUED,
     RESULT_ROWS,
@@ -277,6 +286,9 @@ class SqliteJobStore:
         self._max_bytes = max_database_bytes
         self._total_bytes = 0
         self._write_failure: str | None = None
+        # Webhook deliveries taken by this process: id -> lease end (wall clock). Kept in
+        # memory: this process alone serves the file, so a restart frees them all.
+        self._leases: dict[str, float] = {}
 
     @property
     def description(self) -> str:
@@ -400,6 +412,7 @@ class SqliteJobStore:
         *,
         max_pending: int,
         idempotency: IdempotencyKey | None = None,
+        callback_url: str | None = None,
     ) -> CreatedJob:
         # Creates come one at a time (the job manager's actor), so a key looked up
         # here cannot be taken by another create before this one commits.
@@ -418,7 +431,13 @@ class SqliteJobStore:
             lambda connection: _transaction(
                 connection,
                 lambda: _insert_job(
-                    connection, created_at, visits, stores, size=size, idempotency=idempotency
+                    connection,
+                    created_at,
+                    visits,
+                    stores,
+                    size=size,
+                    idempotency=idempotency,
+                    callback_url=callback_url,
                 ),
             )
         )
@@ -625,6 +644,39 @@ class SqliteJobStore:
     async def replicas(self) -> list[ReplicaRecord]:
         return [this_replica(self._replica)]
 
+    # -- webhook deliveries ----------------------------------------------------
+
+    async def take_deliveries(self, limit: int, lease: float) -> list[Delivery]:
+        now = self._clock()
+        self._leases = {key: until for key, until in self._leases.items() if until > now}
+        rows = self._query(
+            "SELECT id, job_id, url, body, attempts FROM deliveries "
+            "WHERE state = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?",
+            (now, limit + len(self._leases)),
+        )
+        taken = [Delivery(*row) for row in rows if row[0] not in self._leases][:limit]
+        for delivery in taken:
+            self._leases[delivery.id] = now + lease
+        return taken
+
+    async def settle_delivery(self, outcome: DeliveryOutcome) -> bool:
+        now = self._clock()
+        try:
+            return await self._write(
+                lambda connection: _transaction(
+                    connection, lambda: _settle_delivery(connection, outcome, now)
+                )
+            )
+        finally:
+            self._leases.pop(outcome.id, None)
+
+    async def latest_delivery(self, job_id: int) -> DeliveryView | None:
+        rows = self._query(LATEST_DELIVERY, (job_id,))
+        if not rows:
+            return None
+        delivery_id, state, attempts, last_error = rows[0]
+        return DeliveryView(delivery_id, DeliveryState(state), attempts, last_error)
+
 
 # -- what runs on the writer thread ---------------------------------------------
 
@@ -668,12 +720,13 @@ def _insert_job(
     *,
     size: int,
     idempotency: IdempotencyKey | None,
+    callback_url: str | None,
 ) -> tuple[int, dict[str, int], JobSummary | None]:
     total = sum(len(visit.image_urls) for visit in visits)
     cursor = connection.execute(
-        "INSERT INTO jobs (status, created_at, total, done, failed, bytes) "
-        "VALUES ('ongoing', ?, ?, 0, 0, ?)",
-        (created_at, total, size),
+        "INSERT INTO jobs (status, created_at, total, done, failed, bytes, callback_url) "
+        "VALUES ('ongoing', ?, ?, 0, 0, ?, ?)",
+        (created_at, total, size, callback_url),
     )
     job_id = cursor.lastrowid
     assert job_id is not None
@@ -855,7 +908,12 @@ def _cancel(connection: sqlite3.Connection, job_id: int, at: float) -> JobSummar
         "UPDATE images SET state = ? WHERE job_id = ? AND state = ?", (CANCELLED, job_id, QUEUED)
     )
     _write_errors(connection, job_id)
-    return summary_of(connection.execute(JOB_SUMMARY, (job_id,)).fetchone())
+    row = connection.execute(
+        f"SELECT {SUMMARY_COLUMNS}, callback_url FROM jobs WHERE id = ?", (job_id,)
+    ).fetchone()
+    summary = summary_of(row[:-1])
+    _add_delivery(connection, summary, row[-1], at)
+    return summary
 
 
 def _reopen(
@@ -915,10 +973,45 @@ def _finish(connection: sqlite3.Connection, job_id: int, finished_at: float) -> 
     errors = _write_errors(connection, job_id)
     status = JobStatus.FAILED if errors else JobStatus.COMPLETED
     row = connection.execute(
-        f"UPDATE jobs SET status = ?, finished_at = ? WHERE id = ? RETURNING {SUMMARY_COLUMNS}",
+        f"UPDATE jobs SET status = ?, finished_at = ? WHERE id = ? "
+        f"RETURNING {SUMMARY_COLUMNS}, callback_url",
         (status.value, finished_at, job_id),
     ).fetchone()
-    return summary_of(row)
+    summary = summary_of(row[:-1])
+    _add_delivery(connection, summary, row[-1], finished_at)
+    return summary
+
+
+def _add_delivery(
+    connection: sqlite3.Connection, summary: JobSummary, url: str | None, at: float
+) -> None:
+    """A job that ended gets its webhook delivery in the same transaction, if it has a URL."""
+    if url is None:
+        return
+    connection.execute(
+        "INSERT INTO deliveries (id, job_id, epoch, url, body, state, attempts, "
+        "next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?)",
+        (new_delivery_id(), summary.job_id, summary.epoch, url, delivery_body(summary), at, at),
+    )
+
+
+def _settle_delivery(connection: sqlite3.Connection, outcome: DeliveryOutcome, now: float) -> bool:
+    pending = outcome.state is DeliveryState.PENDING
+    row = connection.execute(
+        "UPDATE deliveries SET state = ?, attempts = attempts + 1, last_error = ?, "
+        "next_attempt_at = CASE WHEN ? THEN ? ELSE next_attempt_at END, delivered_at = ? "
+        "WHERE id = ? AND state = 'pending' AND attempts = ? RETURNING id",
+        (
+            outcome.state.value,
+            outcome.error,
+            pending,
+            now + (outcome.retry_in or 0.0),
+            now if outcome.state is DeliveryState.DELIVERED else None,
+            outcome.id,
+            outcome.previous_attempts,
+        ),
+    ).fetchone()
+    return row is not None
 
 
 def _sweep(
@@ -960,6 +1053,7 @@ def _sweep(
                 ("images", "job_id"),
                 ("visits", "job_id"),
                 ("store_failures", "job_id"),
+                ("deliveries", "job_id"),
                 ("jobs", "id"),
             ):
                 connection.executemany(

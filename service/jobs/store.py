@@ -10,7 +10,9 @@ What a durable store promises:
 - ``record`` commits a batch of outcomes (across jobs) in one transaction, counts
   each image once, and finishes every job whose last image it records, in that
   same transaction;
-- a job id is never handed out twice, even once every job has been deleted.
+- a job id is never handed out twice, even once every job has been deleted;
+- a job with a callback URL gets its webhook delivery in the transaction that ends it
+  (``create``, ``record`` or ``cancel``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from service.jobs.deliveries import Delivery, DeliveryOutcome, DeliveryView
 from service.jobs.model import ImageRow, JobStatus, JobSummary, Visit
 from service.pipeline.fair_queue import ImageTask
 from service.pipeline.flow import SettledImage
@@ -158,6 +161,7 @@ class JobStore(Protocol):
         *,
         max_pending: int,
         idempotency: IdempotencyKey | None = None,
+        callback_url: str | None = None,
     ) -> CreatedJob:
         """Commit a new job; ``Overloaded`` if it would take pending images past ``max_pending``.
 
@@ -203,3 +207,14 @@ class JobStore(Protocol):
 
     async def replicas(self) -> list[ReplicaRecord]:
         """The processes serving this store, oldest first."""
+
+    async def take_deliveries(self, limit: int, lease: float) -> list[Delivery]:
+        """Up to ``limit`` pending webhook deliveries that are due and not under a live
+        lease, leased to this process for ``lease`` seconds (oldest due first)."""
+
+    async def settle_delivery(self, outcome: DeliveryOutcome) -> bool:
+        """Write an attempt's outcome and end the lease; False when another process wrote
+        one for that attempt first (its lease had run out), or the delivery is gone."""
+
+    async def latest_delivery(self, job_id: int) -> DeliveryView | None:
+        """The delivery of the job's latest run, or None (no callback URL)."""

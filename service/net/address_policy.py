@@ -37,6 +37,7 @@ __all__ = [
     "guarded_socket_factory",
     "host_address",
     "is_public_address",
+    "refusal_behind",
 ]
 
 IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -160,6 +161,21 @@ class DestinationNotAllowed(OSError):
         super().__init__(f"{reason}: {target}")
         self.reason = reason
         self.kind = kind
+
+
+def refusal_behind(exc: BaseException) -> DestinationNotAllowed | None:
+    """The policy refusal behind an aiohttp error, however deeply aiohttp wrapped it."""
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [exc]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, DestinationNotAllowed):
+            return current
+        pending += [current.__cause__, current.__context__, getattr(current, "os_error", None)]
+    return None
 
 
 @dataclass(frozen=True, slots=True)

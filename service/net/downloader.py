@@ -19,10 +19,10 @@ from yarl import URL
 from service.config import DownloadSettings
 from service.net.address_policy import (
     AddressPolicy,
-    DestinationNotAllowed,
     GuardedResolver,
     destination_guard,
     guarded_socket_factory,
+    refusal_behind,
 )
 from service.net.byte_budget import ByteLease
 from service.net.circuit_breaker import CircuitBreaker, origin_key
@@ -297,7 +297,7 @@ class Downloader:
         except (FetchError, _Transient):
             raise
         except Exception as exc:
-            refusal = _refusal(exc)
+            refusal = refusal_behind(exc)
             if refusal is not None:
                 raise FetchError(refusal.reason, refusal.kind) from None
             raise _classify(exc, self._max_redirects) from None
@@ -327,21 +327,6 @@ class Downloader:
 def _uncompressed(response: aiohttp.ClientResponse) -> bool:
     encoding = response.headers.get(hdrs.CONTENT_ENCODING, "").strip().lower()
     return encoding in ("", "identity")
-
-
-def _refusal(exc: BaseException) -> DestinationNotAllowed | None:
-    """The policy refusal behind an aiohttp error, however deeply aiohttp wrapped it."""
-    seen: set[int] = set()
-    pending: list[BaseException | None] = [exc]
-    while pending:
-        current = pending.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, DestinationNotAllowed):
-            return current
-        pending += [current.__cause__, current.__context__, getattr(current, "os_error", None)]
-    return None
 
 
 def _classify(exc: Exception, max_redirects: int) -> FetchError | _Transient:

@@ -11,6 +11,7 @@ import pytest
 
 from service.config import Settings
 from service.errors import Overloaded, StoreFull
+from service.jobs.deliveries import DeliveryOutcome, DeliveryState
 from service.jobs.model import JobStatus, Visit, estimated_bytes
 from service.jobs.postgres_store import PostgresJobStore
 from service.outcomes import FailureKind, ImageOutcome
@@ -276,3 +277,32 @@ async def test_cancel_stops_claims_and_keeps_in_flight_results(open_store: Store
     assert found is not None
     assert [row.state.value for row in found[1]] == ["measured"] * 2 + ["cancelled"] * 2
     assert await store.ended_jobs([created.job_id]) == [created.job_id]
+
+
+async def test_a_delivery_is_taken_by_one_replica_until_its_lease_runs_out(
+    open_store: StoreFactory,
+) -> None:
+    first, second = await open_store(), await open_store()
+    hook = "https://hooks.example.com/rp"
+    jobs = [
+        (await first.create([visit(1)], [None], max_pending=100, callback_url=hook)).job_id
+        for _ in range(20)
+    ]
+    taken = await asyncio.gather(*(store.take_deliveries(3, 0.4) for store in [first, second] * 5))
+    ids = [delivery.id for batch in taken for delivery in batch]
+    assert len(ids) == len(set(ids)) == 20  # SKIP LOCKED: nobody takes one twice
+    [mine] = [d for batch in taken for d in batch if d.job_id == jobs[0]]
+    assert await second.take_deliveries(50, 0.4) == []  # every one is under a lease
+    await asyncio.sleep(0.6)  # the takers go silent; their leases run out
+    again = await second.take_deliveries(50, 30.0)
+    assert len(again) == 20
+    [theirs] = [d for d in again if d.job_id == jobs[0]]
+    assert theirs.id == mine.id
+    delivered = DeliveryOutcome(mine.id, 0, DeliveryState.DELIVERED, None)
+    assert await second.settle_delivery(delivered)
+    # The first taker's late outcome for the same attempt is not written over it.
+    late = DeliveryOutcome(mine.id, 0, DeliveryState.PENDING, "timed out", retry_in=1.0)
+    assert not await first.settle_delivery(late)
+    view = await first.latest_delivery(jobs[0])
+    assert view is not None
+    assert (view.state, view.attempts, view.last_error) == (DeliveryState.DELIVERED, 1, None)
