@@ -170,7 +170,9 @@ def _operations(settings: Settings) -> dict[str, dict[str, Any]]:
             "get": {
                 "summary": "Recent jobs, newest first, with status and progress",
                 "description": f"`limit` defaults to {settings.default_page_size} and is "
-                f"capped at {settings.max_page_size}.",
+                f"capped at {settings.max_page_size}. Paged by cursor: `next_before` is the "
+                "`before` of the next (older) page, and null on the last one; a job "
+                "created meanwhile never shifts a page.",
                 "operationId": "listJobs",
                 "parameters": [{"in": "query", "schema": JobListQuerySchema}],
                 "responses": {

@@ -309,6 +309,8 @@ class JobListQuerySchema(Schema):
 
     status = fields.String(validate=validate.OneOf(JOB_STATUSES))
     limit = fields.Integer(validate=validate.Range(min=1))
+    # The cursor: only jobs with ids below it (the previous page's next_before).
+    before = fields.Integer(validate=validate.Range(min=1, max=MAX_OFFSET))
 
 
 class JobListItemSchema(Schema):
@@ -323,6 +325,8 @@ class JobListSchema(Schema):
     """Recent jobs, newest first."""
 
     jobs = fields.List(fields.Nested(JobListItemSchema), required=True)
+    # What to pass as ``before`` for the next (older) page; null on the last page.
+    next_before = fields.Integer(required=True, allow_none=True)
 
 
 class ResultsQuerySchema(Schema):

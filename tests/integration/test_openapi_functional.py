@@ -104,6 +104,7 @@ async def test_real_responses_validate_against_the_document(
         ("/api/jobs", 200),
         ("/api/jobs?status=failed&limit=5", 200),
         ("/api/jobs?status=bogus", 400),
+        (f"/api/jobs?limit=1&before={job_id + 1}", 200),
         (f"/api/jobs/{job_id}?offset=1&limit=1", 200),
         ("/api/jobs/abc", 400),
         ("/api/jobs/999", 404),
