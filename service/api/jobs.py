@@ -171,10 +171,21 @@ async def job_detail(request: web.Request) -> web.Response:
     job_id = path_job_id(request)
     page = _page_query_schema.load(dict(request.query))
     limit = page_limit(request, page.get("limit"))
-    found = await request.app[keys.JOB_MANAGER].rows(job_id, page["offset"], limit)
+    offset = page["offset"]
+    if page["failed"]:
+        # One more than the page: the next failed image's index is where the next page starts.
+        found = await request.app[keys.JOB_STORE].failed_rows(job_id, offset, limit + 1)
+    else:
+        found = await request.app[keys.JOB_MANAGER].rows(job_id, offset, limit)
     if found is None:
         raise NotFound(f"job {job_id} not found")
     summary, rows = found
+    if page["failed"]:
+        next_offset = rows[limit].index if len(rows) > limit else None
+        rows = rows[:limit]
+    else:
+        end = offset + len(rows)
+        next_offset = end if rows and end < summary.total else None
     body = _detail_schema.dump(
         {
             "job_id": summary.job_id,
@@ -182,8 +193,9 @@ async def job_detail(request: web.Request) -> web.Response:
             "created_at": summary.created_at,
             "finished_at": summary.finished_at,
             "progress": {"total": summary.total, "done": summary.done, "failed": summary.failed},
-            "offset": page["offset"],
+            "offset": offset,
             "limit": limit,
+            "next_offset": next_offset,
             "results": rows,
         }
     )

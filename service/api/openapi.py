@@ -185,6 +185,11 @@ def _operations(settings: Settings) -> dict[str, dict[str, Any]]:
         "/api/jobs/{job_id}": {
             "get": {
                 "summary": "A job's status, progress, store errors and a page of results",
+                "description": "Results in submission order from image `offset`; "
+                "`next_offset` is the next page's `offset`, null on the last page. With "
+                "`failed=true`, only failed images from image `offset` on (each row's "
+                "`index` says where it is), read through an index of failed images; "
+                "`next_offset` is then the index of the next failed image.",
                 "operationId": "jobDetail",
                 "parameters": [_JOB_ID, {"in": "query", "schema": PageQuerySchema}],
                 "responses": {

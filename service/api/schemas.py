@@ -239,6 +239,8 @@ class PageQuerySchema(Schema):
 
     offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=MAX_OFFSET))
     limit = fields.Integer(validate=validate.Range(min=1))
+    # Only failed images, from image ``offset`` on (read through an index of failed images).
+    failed = fields.Boolean(load_default=False)
 
 
 # The assignment's three, and "cancelled" (POST /api/jobs/<id>/cancel).
@@ -286,6 +288,8 @@ class ImageResultSchema(Schema):
     error = fields.String(allow_none=True)
     # pending, measured, failed, or cancelled (its job was cancelled before it started).
     state = fields.String(validate=validate.OneOf(IMAGE_STATES))
+    # Its position among the job's images, in submission order (from 0).
+    index = fields.Integer()
 
 
 class JobDetailSchema(Schema):
@@ -297,6 +301,9 @@ class JobDetailSchema(Schema):
     error = fields.List(fields.Nested(StoreErrorSchema))
     offset = fields.Integer(required=True)
     limit = fields.Integer(required=True)
+    # The offset of the next page (with failed=true, the index of the next failed image);
+    # null when this page is the last.
+    next_offset = fields.Integer(required=True, allow_none=True)
     results = fields.List(fields.Nested(ImageResultSchema), required=True)
 
 

@@ -39,6 +39,7 @@ from service.jobs.model import (
 from service.jobs.queries import (
     CANCELLED,
     CLAIMED,
+    FAILED_ROWS,
     JOB_ERRORS,
     LIST_COLUMNS,
     QUEUED,
@@ -663,6 +664,15 @@ class PostgresJobStore:
         if found is None:
             return None
         rows = await self._fetch(numbered(RESULT_ROWS), job_id, offset, limit)
+        return found, [image_row(tuple(row), found.status) for row in rows]
+
+    async def failed_rows(
+        self, job_id: int, offset: int, limit: int
+    ) -> tuple[JobSummary, list[ImageRow]] | None:
+        found = await self.summary(job_id)
+        if found is None:
+            return None
+        rows = await self._fetch(numbered(FAILED_ROWS), job_id, offset, limit)
         return found, [image_row(tuple(row), found.status) for row in rows]
 
     async def recent(
