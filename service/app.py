@@ -16,6 +16,7 @@ from aiohttp.typedefs import Middleware
 
 from service.api import keys
 from service.api.auth import api_key_middleware
+from service.api.auth import routes as auth_routes
 from service.api.connections import ConnectionGuard, ServiceRunner, raise_open_file_limit
 from service.api.jobs import routes
 from service.api.middlewares import error_middleware
@@ -25,9 +26,10 @@ from service.api.ops import routes as ops_routes
 from service.api.results import routes as results_routes
 from service.api.schemas import SubmitSchema
 from service.config import ConfigError, Settings, load_config
-from service.jobs.backends import create_store, create_work_queue
+from service.jobs.backends import create_stats, create_store, create_work_queue
 from service.jobs.claims import ClaimingQueue
 from service.jobs.manager import JobManager
+from service.jobs.stats import ThroughputMeter
 from service.jobs.store import StoreOpenError
 from service.jobs.telemetry import JobTelemetry
 from service.logging_setup import AccessLogger, configure_logging, stop_logging
@@ -84,16 +86,19 @@ def create_app(
     app[keys.SUBMIT_SCHEMA] = SubmitSchema(limits=settings.limits)
     app[keys.METRICS] = Metrics()
     app[keys.METRICS].name_replica(replica.id.hex, replica.name, replica.host, replica.pid)
+    app[keys.THROUGHPUT] = ThroughputMeter()
     app[keys.OPENAPI] = build_openapi(settings)
     app.cleanup_ctx.append(client_session_ctx)
     # Opened before the pool starts: a store that cannot open fails the start at once.
     app.cleanup_ctx.append(job_store_ctx)
     app.cleanup_ctx.append(measure_pool_ctx)
     app.cleanup_ctx.append(job_manager_ctx)
+    app.cleanup_ctx.append(stats_ctx)
     app.add_routes(routes)
     app.add_routes(results_routes)
     app.add_routes(ops_routes)
     app.add_routes(openapi_routes)
+    app.add_routes(auth_routes)
     return app
 
 
@@ -145,7 +150,7 @@ async def job_manager_ctx(app: web.Application) -> AsyncIterator[None]:
         app[keys.STORE_MASTER],
         queue,
         settings.jobs,
-        observer=JobTelemetry(metrics),
+        observer=JobTelemetry(metrics, app[keys.THROUGHPUT]),
     )
     pipeline = Pipeline(settings.pipeline, downloader, app[keys.MEASURE_POOL], queue, manager)
     metrics.watch_pipeline(pipeline)
@@ -164,6 +169,16 @@ async def job_manager_ctx(app: web.Application) -> AsyncIterator[None]:
         await manager.close()
         await pipeline.close()
         await queue.close()
+
+
+async def stats_ctx(app: web.Application) -> AsyncIterator[None]:
+    stats = create_stats(app[keys.JOB_STORE], app[keys.THROUGHPUT], app[keys.PIPELINE])
+    app[keys.STATS] = stats
+    stats.start()
+    try:
+        yield
+    finally:
+        await stats.close()
 
 
 async def drain(app: web.Application, cut_short: asyncio.Event | None = None) -> None:

@@ -10,6 +10,7 @@ from aiohttp import web
 from service.api.schemas import SubmitSchema
 from service.config import Settings
 from service.jobs.manager import JobManager
+from service.jobs.stats import StatsSource, ThroughputMeter
 from service.jobs.store import JobStore
 from service.metrics import Metrics
 from service.pipeline.flow import Pipeline
@@ -28,8 +29,10 @@ __all__ = [
     "PIPELINE",
     "REPLICA",
     "SETTINGS",
+    "STATS",
     "STORE_MASTER",
     "SUBMIT_SCHEMA",
+    "THROUGHPUT",
 ]
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -45,5 +48,9 @@ PIPELINE = web.AppKey("pipeline", Pipeline)
 JOB_MANAGER = web.AppKey("job_manager", JobManager)
 JOB_STORE = web.AppKey("job_store", JobStore)
 METRICS = web.AppKey("metrics", Metrics)
+# Images settled per 5 seconds (a test may replace it, with its own clock, before startup).
+THROUGHPUT = web.AppKey("throughput", ThroughputMeter)
+# Where GET /api/stats reads the service's figures.
+STATS = web.AppKey("stats", StatsSource)
 # The OpenAPI document, built once per app from the schemas and the settings.
 OPENAPI = web.AppKey("openapi", dict[str, Any])

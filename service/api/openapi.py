@@ -13,6 +13,7 @@ from service.api import keys
 from service.api.auth import is_open
 from service.api.errors import NotFound
 from service.api.schemas import (
+    AuthSchema,
     EmptySchema,
     ErrorSchema,
     HealthSchema,
@@ -26,6 +27,7 @@ from service.api.schemas import (
     ResultsPageSchema,
     ResultsQuerySchema,
     RetryAcceptedSchema,
+    StatsSchema,
     StatusSchema,
     SubmitSchema,
 )
@@ -285,6 +287,33 @@ def _operations(settings: Settings) -> dict[str, dict[str, Any]]:
                 "summary": "The processes serving the job store, with their last heartbeat",
                 "operationId": "listReplicas",
                 "responses": {"200": _json(ReplicaListSchema, "The replicas.")},
+            }
+        },
+        "/api/stats": {
+            "get": {
+                "summary": "The dashboard's figures: throughput, work in hand, failures by kind",
+                "description": "`images_per_second` covers the last five minutes, one point "
+                "per 5-second bucket: `[end of the bucket in Unix seconds, images settled per "
+                "second in it]`, oldest first. `in_flight` images are being downloaded or "
+                "measured, `queued` ones are taken in but not started, `pending` ones are "
+                "accepted and not settled (what admission control counts). "
+                "`failures_by_kind` counts the failed images of the last five minutes. On "
+                "PostgreSQL every figure is the sum over the live replicas (each writes its "
+                "own every 5 seconds), so any replica answers alike; `ready` is the answering "
+                "replica's readiness, with its `reason` when not ready.",
+                "operationId": "stats",
+                "responses": {"200": _json(StatsSchema, "The figures."), "503": _ERROR_503},
+            }
+        },
+        "/api/auth": {
+            "get": {
+                "summary": "Whether the API needs a key (open; says nothing else)",
+                "description": "`key_required` is true when `api_key` is set. A request that "
+                "carries a key (`X-API-Key` or a bearer token) also gets `key_valid`: "
+                "whether it is the right one. The dashboard asks this before its first data "
+                "call, so a missing or mistyped key never costs a 401.",
+                "operationId": "auth",
+                "responses": {"200": _json(AuthSchema, "Whether a key is needed.")},
             }
         },
         "/metrics": {

@@ -28,6 +28,7 @@ from service.url_credentials import credentials_refusals, masked_urls
 
 __all__ = [
     "MAX_OFFSET",
+    "AuthSchema",
     "EmptySchema",
     "ErrorSchema",
     "HealthSchema",
@@ -42,6 +43,7 @@ __all__ = [
     "ResultsPageSchema",
     "ResultsQuerySchema",
     "RetryAcceptedSchema",
+    "StatsSchema",
     "StatusSchema",
     "StoreErrorSchema",
     "Submission",
@@ -377,6 +379,33 @@ class ReplicaListSchema(Schema):
     """The processes serving the job store; one, unless it is PostgreSQL."""
 
     replicas = fields.List(fields.Nested(ReplicaSchema), required=True)
+
+
+class StatsSchema(Schema):
+    """The service's figures for the dashboard: every live replica's on a shared store."""
+
+    # This replica's readiness, as /readyz; `reason` says why not.
+    ready = fields.Boolean(required=True)
+    reason = fields.String()
+    # [end of a 5-second bucket in Unix seconds, images settled per second in it], oldest
+    # first: the last five minutes.
+    images_per_second = fields.List(
+        fields.List(fields.Float(), validate=validate.Length(equal=2)), required=True
+    )
+    in_flight = fields.Integer(required=True)
+    queued = fields.Integer(required=True)
+    pending = fields.Integer(required=True)
+    # Failed images in the last five minutes, by kind (fetch, http_status, timeout, ...).
+    failures_by_kind = fields.Dict(keys=fields.String(), values=fields.Integer(), required=True)
+    replicas = fields.Integer(required=True)
+
+
+class AuthSchema(Schema):
+    """Whether the API needs a key: what a page asks before its first data call."""
+
+    key_required = fields.Boolean(required=True)
+    # Only when the request carried a key: whether it is the right one.
+    key_valid = fields.Boolean()
 
 
 class EmptySchema(Schema):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -53,6 +54,7 @@ from service.jobs.queries import (
     summary,
 )
 from service.jobs.schema import migrations, newer_schema
+from service.jobs.stats import ReplicaStats
 from service.jobs.store import (
     CreatedJob,
     IdempotencyKey,
@@ -689,6 +691,52 @@ class PostgresJobStore:
             limit,
         )
         return [summary(tuple(row)) for row in rows]
+
+    # -- the replicas' figures for GET /api/stats ---------------------------------
+
+    async def write_stats(self, stats: ReplicaStats) -> None:
+        """Replace this replica's row: one small upsert every 5 seconds."""
+        try:
+            await self._execute(
+                "INSERT INTO replica_stats (replica_id, series_end, series, in_flight, queued, "
+                f"failures, written_at) VALUES ($1, $2, $3, $4, $5, $6, {NOW}) "
+                "ON CONFLICT (replica_id) DO UPDATE SET series_end = excluded.series_end, "
+                "series = excluded.series, in_flight = excluded.in_flight, "
+                "queued = excluded.queued, failures = excluded.failures, "
+                "written_at = excluded.written_at",
+                self.replica.id,
+                stats.end,
+                list(stats.series),
+                stats.in_flight,
+                stats.queued,
+                json.dumps(stats.failures),
+            )
+        except asyncpg.exceptions.ForeignKeyViolationError:
+            # Presumed dead by another's heartbeat: listed again at its own next heartbeat,
+            # and its figures with the write after that.
+            log.info("this replica is not listed; its stats wait for its next heartbeat")
+
+    async def read_stats(self) -> tuple[list[ReplicaStats], int, int]:
+        """Live replicas' figures, how many replicas live, and the store's pending images."""
+        timeout = self._settings.claim_timeout
+        async with self._connection() as connection:
+            rows = await connection.fetch(
+                "SELECT s.series_end, s.series, s.in_flight, s.queued, s.failures, "
+                f"{NOW} - s.written_at FROM replica_stats s "
+                f"JOIN replicas r ON r.id = s.replica_id WHERE r.heartbeat_at > {NOW} - $1",
+                timeout,
+            )
+            counts = await connection.fetchrow(
+                f"SELECT (SELECT count(*) FROM replicas WHERE heartbeat_at > {NOW} - $1), "
+                "(SELECT COALESCE(SUM(total - done), 0) FROM jobs WHERE status = 'ongoing')",
+                timeout,
+            )
+        assert counts is not None
+        figures = [
+            ReplicaStats(end, tuple(series), in_flight, queued, json.loads(failures), age)
+            for end, series, in_flight, queued, failures, age in rows
+        ]
+        return figures, counts[0], counts[1]
 
     async def replicas(self) -> list[ReplicaRecord]:
         rows = await self._fetch(

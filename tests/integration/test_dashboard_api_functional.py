@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -10,18 +11,21 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
+from service.api import keys
+from service.app import create_app
 from service.config import Settings
 from service.jobs.model import Visit
 from service.jobs.postgres_store import PostgresJobStore
 from service.jobs.queries import FAILED_ROWS, numbered
 from service.jobs.schema import migrations
+from service.jobs.stats import BUCKET_SECONDS, WINDOW_BUCKETS, SharedStats, ThroughputMeter
 from service.outcomes import FailureKind, ImageOutcome
 from service.pipeline.flow import SettledImage
 from service.replica import Replica
 from service.store_master import Store
 from tests.support.image_host import ImageHost
 from tests.support.jobs import submit, visit
-from tests.support.polling import wait_for_status
+from tests.support.polling import eventually, wait_for_status
 
 GOOD = "/img/2x2.png"
 BAD = "/status/404"
@@ -152,3 +156,166 @@ async def test_failed_images_on_postgresql(postgres_url: str) -> None:
         assert "images_failed" in text, text
     finally:
         await store.close()
+
+
+KEY = "dashboard-key"
+
+
+async def test_auth_says_whether_a_key_is_needed_and_nothing_else(
+    make_client: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    open_service = await make_client(make_settings())
+    response = await open_service.get("/api/auth", headers={"X-API-Key": "anything"})
+    assert (response.status, await response.json()) == (200, {"key_required": False})
+    guarded = await make_client(make_settings(api_key=KEY))
+    # Open: asked before the page has a key, and never a 401.
+    response = await guarded.get("/api/auth")
+    assert (response.status, await response.json()) == (200, {"key_required": True})
+    for headers, valid in [
+        ({"X-API-Key": KEY}, True),
+        ({"Authorization": f"Bearer {KEY}"}, True),
+        ({"X-API-Key": KEY + "x"}, False),
+        ({"X-API-Key": "ключ"}, False),
+    ]:
+        response = await guarded.get("/api/auth", headers=headers)
+        body = await response.json()
+        assert (response.status, body) == (200, {"key_required": True, "key_valid": valid})
+    # The data it guards still needs the key.
+    assert (await guarded.get("/api/stats")).status == 401
+    assert (await guarded.get("/api/stats", headers={"X-API-Key": KEY})).status == 200
+
+
+class FakeClock:
+    """Wall-clock seconds that move only when told, for the 5-second buckets."""
+
+    def __init__(self) -> None:
+        # The start of a bucket, plus a second: what happens now lands in this bucket.
+        self.now = (time.time() // BUCKET_SECONDS) * BUCKET_SECONDS + 1
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def _service_with_clock(
+    aiohttp_client: Any, settings: Settings, clock: FakeClock
+) -> TestClient[Any, Any]:
+    app = create_app(settings)
+    app[keys.THROUGHPUT] = ThroughputMeter(clock)
+    client: TestClient[Any, Any] = await aiohttp_client(app)
+    return client
+
+
+async def _stats(client: TestClient[Any, Any]) -> dict[str, Any]:
+    response = await client.get("/api/stats")
+    assert response.status == 200, await response.text()
+    body: dict[str, Any] = await response.json()
+    return body
+
+
+def _images(stats: dict[str, Any]) -> float:
+    return sum(rate * BUCKET_SECONDS for _, rate in stats["images_per_second"])
+
+
+async def test_stats_of_one_process(
+    aiohttp_client: Any, make_settings: Callable[..., Settings], image_host: ImageHost
+) -> None:
+    clock = FakeClock()
+    client = await _service_with_clock(aiohttp_client, make_settings(), clock)
+    url = image_host.url
+    job_id = await submit(
+        client,
+        visit("S00339218", url(GOOD), url(GOOD), url(BAD), url(GOOD), url(BAD)),
+        visit("NOPE", "http://n.test/a"),
+    )
+    await wait_for_status(client, job_id)
+    during = await _stats(client)
+    # The bucket under way is not on the chart yet (it would show as a dip)...
+    assert _images(during) == 0
+    # ...but its failures count at once; the unknown store's image was never processed.
+    assert during["failures_by_kind"] == {"http_status": 2, "unknown_store": 1}
+    clock.now += BUCKET_SECONDS
+    stats = await _stats(client)
+    points = stats["images_per_second"]
+    assert len(points) == WINDOW_BUCKETS
+    ends = [end for end, _ in points]
+    assert ends == [ends[0] + BUCKET_SECONDS * n for n in range(WINDOW_BUCKETS)]
+    assert ends[-1] == clock.now - 1  # the bucket that just ended
+    assert points[-1][1] == 1.0  # five images in five seconds
+    assert _images(stats) == 5
+    assert stats["ready"] is True and "reason" not in stats
+    assert (stats["in_flight"], stats["queued"], stats["pending"]) == (0, 0, 0)
+    assert stats["replicas"] == 1
+    # Five minutes on, the job has left the window.
+    clock.now += WINDOW_BUCKETS * BUCKET_SECONDS
+    later = await _stats(client)
+    assert _images(later) == 0
+    assert later["failures_by_kind"] == {}
+    # Work in hand: two held images in flight, both pending until they settle.
+    held = await submit(client, visit("S00339218", url("/hold/2x2.png"), url("/hold/3x3.png")))
+    busy = await eventually(
+        lambda: _when(_stats(client), lambda body: body["in_flight"] == 2 or None)
+    )
+    assert busy["pending"] == 2
+    image_host.release()
+    await wait_for_status(client, held)
+
+
+async def _when(pending: Any, check: Callable[[dict[str, Any]], Any]) -> dict[str, Any] | None:
+    body: dict[str, Any] = await pending
+    return body if check(body) else None
+
+
+@pytest.mark.postgres
+async def test_stats_on_postgresql_sum_the_live_replicas(
+    # The database first: set up before the services, so torn down after them.
+    postgres_url: str,
+    aiohttp_client: Any,
+    make_settings: Callable[..., Settings],
+    image_host: ImageHost,
+) -> None:
+    clock = FakeClock()
+    settings = make_settings(database_url=postgres_url, max_in_flight=2)
+    first = await _service_with_clock(aiohttp_client, settings, clock)
+    second = await _service_with_clock(aiohttp_client, settings, clock)
+    sources = []
+    for client in (first, second):
+        source = client.app[keys.STATS]
+        assert isinstance(source, SharedStats)
+        sources.append(source)
+    url = image_host.url
+    # Held images: each replica claims a batch of four, two in flight, so both take a share.
+    job_id = await submit(
+        first,
+        visit("S00339218", *(url(f"/hold/{n}x2.png") for n in range(2, 12)), url(BAD)),
+    )
+    pipelines = [client.app[keys.PIPELINE] for client in (first, second)]
+    await eventually(lambda: _true(all(pipeline.in_flight == 2 for pipeline in pipelines)))
+    for source in sources:
+        await source.publish()
+    busy = [await _stats(client) for client in (first, second)]
+    for stats in busy:
+        assert (stats["in_flight"], stats["queued"], stats["pending"]) == (4, 4, 11)
+    image_host.release()
+    await wait_for_status(first, job_id)
+    clock.now += BUCKET_SECONDS
+    for source in sources:
+        await source.publish()
+    answers = [await _stats(client) for client in (first, second)]
+    # Whichever replica the balancer picks, the same figures: the sum over both.
+    assert answers[0]["images_per_second"] == answers[1]["images_per_second"]
+    for stats in answers:
+        assert _images(stats) == 11
+        assert stats["failures_by_kind"] == {"http_status": 1}
+        assert stats["replicas"] == 2
+        assert (stats["in_flight"], stats["queued"], stats["pending"]) == (0, 0, 0)
+    own = [client.app[keys.THROUGHPUT].snapshot().series[-1] for client in (first, second)]
+    assert sum(own) == 11 and all(own), own
+    # A replica that stops takes its row with it.
+    await second.close()
+    alone = await _stats(first)
+    assert alone["replicas"] == 1
+    assert _images(alone) == own[0]
+
+
+async def _true(condition: bool) -> bool | None:
+    return True if condition else None

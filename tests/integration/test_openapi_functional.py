@@ -115,6 +115,8 @@ async def test_real_responses_validate_against_the_document(
         ("/api/jobs/999/results?format=csv", 404),
         ("/healthz", 200),
         ("/readyz", 200),
+        ("/api/stats", 200),
+        ("/api/auth", 200),
         ("/metrics", 200),
         ("/api/openapi.json", 200),
         ("/api/docs", 200),
