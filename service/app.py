@@ -25,6 +25,7 @@ from service.api.openapi import routes as openapi_routes
 from service.api.ops import routes as ops_routes
 from service.api.results import routes as results_routes
 from service.api.schemas import SubmitSchema
+from service.api.ui import routes as ui_routes
 from service.config import ConfigError, Settings, load_config
 from service.jobs.backends import create_stats, create_store, create_work_queue
 from service.jobs.claims import ClaimingQueue
@@ -99,6 +100,7 @@ def create_app(
     app.add_routes(ops_routes)
     app.add_routes(openapi_routes)
     app.add_routes(auth_routes)
+    app.add_routes(ui_routes)
     return app
 
 

@@ -31,6 +31,7 @@ from service.api.schemas import (
     StatusSchema,
     SubmitSchema,
 )
+from service.api.ui import UI_ASSETS
 from service.config import Settings
 
 __all__ = ["DOCS_ASSETS", "build_openapi", "routes"]
@@ -335,6 +336,47 @@ def _operations(settings: Settings) -> dict[str, dict[str, Any]]:
                 "summary": "Interactive API documentation (Swagger UI)",
                 "operationId": "docs",
                 "responses": {"200": _text("text/html", "The docs page.")},
+            }
+        },
+        "/ui": {
+            "get": {
+                "summary": "The dashboard, without its trailing slash: a redirect to /ui/",
+                "operationId": "dashboardRedirect",
+                "responses": {"301": {"description": "Moved to /ui/."}},
+            }
+        },
+        "/ui/": {
+            "get": {
+                "summary": "The operator's dashboard (open; its data calls carry the key)",
+                "description": "Jobs with live progress, one job's images and failed stores, "
+                "the service's throughput, and a submit form. Served with a strict "
+                "`Content-Security-Policy`.",
+                "operationId": "dashboard",
+                "responses": {"200": _text("text/html", "The page.")},
+            }
+        },
+        "/ui/{name}": {
+            "get": {
+                "summary": "A static file of the dashboard",
+                "operationId": "dashboardAsset",
+                "parameters": [
+                    {
+                        "in": "path",
+                        "name": "name",
+                        "required": True,
+                        "schema": {"type": "string", "enum": sorted(UI_ASSETS)},
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The file.",
+                        "content": {
+                            media_type.split(";")[0]: {"schema": {"type": "string"}}
+                            for media_type in sorted(set(UI_ASSETS.values()))
+                        },
+                    },
+                    "404": _json(ErrorSchema, "No such file."),
+                },
             }
         },
         "/api/docs/assets/{name}": {

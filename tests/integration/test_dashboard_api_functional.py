@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import time
 from collections.abc import Callable
@@ -10,8 +11,10 @@ from typing import Any
 import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
+from yarl import URL
 
 from service.api import keys
+from service.api.ui import UI_ASSETS, UI_DIRECTORY
 from service.app import create_app
 from service.config import Settings
 from service.jobs.model import Visit
@@ -319,3 +322,55 @@ async def test_stats_on_postgresql_sum_the_live_replicas(
 
 async def _true(condition: bool) -> bool | None:
     return True if condition else None
+
+
+@pytest.mark.parametrize("api_key", ["", KEY], ids=["open", "with-key"])
+async def test_the_dashboard_loads_without_the_key_under_a_strict_csp(
+    make_client: Callable[..., Any], make_settings: Callable[..., Settings], api_key: str
+) -> None:
+    client = await make_client(make_settings(api_key=api_key))
+    page = await client.get("/ui/")
+    assert page.status == 200
+    assert page.content_type == "text/html"
+    policy = page.headers["Content-Security-Policy"]
+    directives = dict(part.strip().split(" ", 1) for part in policy.split(";"))
+    assert directives["default-src"] == "'self'"
+    assert directives["script-src"] == "'self'"
+    assert directives["style-src"] == "'self'"
+    assert directives["object-src"] == "'none'"
+    assert directives["frame-ancestors"] == "'none'"
+    assert directives["require-trusted-types-for"] == "'script'"
+    assert "unsafe" not in policy
+    assert page.headers["X-Content-Type-Options"] == "nosniff"
+    html = await page.text()
+    # Everything it loads is the service's own; nothing inline for the CSP to refuse.
+    sources = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert sources and all(source.startswith(("/ui/", "/api/docs", "#")) for source in sources)
+    assert re.search(r"<script(?![^>]*\bsrc=)[^>]*>", html) is None
+    assert " style=" not in html and "<style" not in html
+    for name, media_type in [
+        ("app.js", "text/javascript"),
+        ("api.js", "text/javascript"),
+        ("csv.js", "text/javascript"),
+        ("app.css", "text/css"),
+        ("favicon.svg", "image/svg+xml"),
+    ]:
+        asset = await client.get(f"/ui/{name}")
+        assert (asset.status, asset.content_type) == (200, media_type), name
+        assert asset.headers["X-Content-Type-Options"] == "nosniff"
+    assert (await client.get(URL("/ui/..%2Fapi%2Fui.py", encoded=True))).status == 404
+    assert (await client.get("/ui/nope.js")).status == 404
+    moved = await client.get("/ui", allow_redirects=False)
+    assert (moved.status, moved.headers["Location"]) == (301, "/ui/")
+    # The data behind it still needs the key when one is set.
+    assert (await client.get("/api/jobs")).status == (401 if api_key else 200)
+
+
+def test_the_page_never_turns_text_into_html() -> None:
+    # Data reaches the page only as text: no HTML sinks anywhere in its scripts (and the
+    # CSP's Trusted Types would make one throw).
+    for script in UI_DIRECTORY.glob("*.js"):
+        source = script.read_text(encoding="utf-8")
+        for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
+            assert sink not in source, (script.name, sink)
+    assert {path.name for path in UI_DIRECTORY.iterdir()} == {"index.html", *UI_ASSETS}
