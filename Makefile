@@ -59,8 +59,9 @@ wheel-check: $(VENV)/.installed-run
 schemathesis: $(VENV)/.installed-test
 	$(BIN)/python scripts/schemathesis_run.py
 
-# The benchmark (about 5 minutes; never part of `make test` or CI): W1 and W2 in
-# three configurations, 5 repeats, plus one 100,000-image job. Prints one JSON
+# The benchmark (about 9 minutes; never part of `make test` or CI): W1 and W2 on the
+# SQLite and memory job stores, 5 repeats, plus one 100,000-image job on SQLite.
+# BENCH_ARGS="--postgres" adds PostgreSQL with 1 and 2 replicas. Prints one JSON
 # object and keeps a copy in bench/out/. See docs/performance.md.
 BENCH_ARGS ?=
 bench: $(VENV)/.installed-test

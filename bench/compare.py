@@ -4,6 +4,8 @@ Each repeat runs the reference once, then every tree in turn on fresh URLs, so
 the trees see the same machine load and their medians can be compared on a
 noisy host. A tree is a checkout of this repository (``git worktree add``);
 its ``service`` package and ``stores.csv`` are used, the harness is this one.
+Every run gets a fresh job store of ``--job-store`` (default: SQLite, the
+service's default).
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.deployments import DEFAULT_PG_SERVER, JOB_STORES, Deployment, JobStoreSpec
 from bench.host import start_image_host
-from bench.procs import ServiceProcess, tree_cpu
+from bench.procs import cpu_seconds
 from bench.reference import run_reference
 from bench.run import COMMON_ENV, CONFIGS, PER_VISIT
 from bench.workloads import build_payload, percentile, run_jobs
@@ -48,19 +51,35 @@ class TreeRuns:
 
 
 def _run_tree(
-    tree: Path, env: dict[str, str], payloads: list[bytes], images: int, log_path: Path
+    tree: Path,
+    job_store: JobStoreSpec,
+    env: dict[str, str],
+    payloads: list[bytes],
+    images: int,
+    *,
+    workdir: Path,
+    pg_server: str,
 ) -> tuple[float, float, float]:
     """(wall s, main-process CPU ms per image, status p99 ms) of one run of ``tree``."""
-    with ServiceProcess(env, tree / "stores.csv", log_path, repo=tree) as service:
-        before = tree_cpu(service.pid)
-        wall, runs = asyncio.run(run_jobs(service.base_url, payloads))
-        main_cpu = tree_cpu(service.pid)[service.pid] - before[service.pid]
+    stores = tree / "stores.csv"
+    with Deployment(job_store, env, stores, workdir, repo=tree, pg_server=pg_server) as deployment:
+        before = [cpu_seconds(pid) for pid in deployment.pids]
+        wall, runs = asyncio.run(run_jobs(deployment.base_urls, payloads))
+        after = [cpu_seconds(pid) for pid in deployment.pids]
+    main_cpu = sum(after) - sum(before)
     latencies = [value for run in runs for value in run.status_latencies]
     return wall, 1000 * main_cpu / images, 1000 * percentile(latencies, 0.99)
 
 
 def compare(
-    config: str, workload: str, trees: Sequence[Path], repeats: int, scale: float = 1.0
+    config: str,
+    workload: str,
+    trees: Sequence[Path],
+    repeats: int,
+    *,
+    scale: float = 1.0,
+    job_store: str = "sqlite",
+    pg_server: str = DEFAULT_PG_SERVER,
 ) -> dict[Path, TreeRuns]:
     verify, config_env = CONFIGS[config]
     env = {**COMMON_ENV, **config_env}
@@ -80,7 +99,13 @@ def compare(
                 payloads = [build_payload(job, PER_VISIT) for job in urls]
                 for tree in trees:
                     wall, cpu, p99 = _run_tree(
-                        tree, env, payloads, jobs * per_job, workdir / "service.log"
+                        tree,
+                        JOB_STORES[job_store],
+                        env,
+                        payloads,
+                        jobs * per_job,
+                        workdir=workdir,
+                        pg_server=pg_server,
                     )
                     runs = results[tree]
                     runs.ratios.append(jobs * per_job / wall / reference["images_per_s"])
@@ -105,8 +130,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("trees", nargs="+", type=Path, help="repository checkouts to compare")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--scale", type=float, default=1.0, help="multiply image counts")
+    parser.add_argument("--job-store", choices=JOB_STORES, default="sqlite")
+    parser.add_argument("--postgres-server", default=DEFAULT_PG_SERVER)
     args = parser.parse_args(argv)
-    results = compare(args.config, args.workload, args.trees, args.repeats, args.scale)
+    results = compare(
+        args.config,
+        args.workload,
+        args.trees,
+        args.repeats,
+        scale=args.scale,
+        job_store=args.job_store,
+        pg_server=args.postgres_server.rstrip("/"),
+    )
     for tree, runs in results.items():
         print(f"{tree}: {runs.summary()}")
     return 0

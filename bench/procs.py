@@ -9,12 +9,20 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from bench.host import free_port, wait_http
 
-__all__ = ["Profiler", "RssSampler", "ServiceProcess", "cpu_seconds", "tree_cpu", "tree_rss"]
+__all__ = [
+    "Profiler",
+    "RssSampler",
+    "ServiceProcess",
+    "cpu_seconds",
+    "loop_thread_cpu",
+    "tree_cpu",
+    "tree_rss",
+]
 
 REPO = Path(__file__).resolve().parent.parent
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -36,15 +44,28 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds the process has used so far (0 if it is gone)."""
+def _stat_cpu(path: str) -> float:
     try:
-        with open(f"/proc/{pid}/stat") as handle:
+        with open(path) as handle:
             # Fields after the parenthesised command name; utime and stime are 14 and 15.
             fields = handle.read().rpartition(")")[2].split()
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds the process has used so far, all its threads (0 if gone)."""
+    return _stat_cpu(f"/proc/{pid}/stat")
+
+
+def loop_thread_cpu(pid: int) -> float:
+    """CPU seconds of the process's main thread alone: the service's event loop.
+
+    The rest of the process's CPU is its helper threads: the SQLite writer, the
+    process pool's feeder, the log writer.
+    """
+    return _stat_cpu(f"/proc/{pid}/task/{pid}/stat")
 
 
 def _tree(root: int) -> list[int]:
@@ -82,15 +103,20 @@ def tree_rss(root: int) -> tuple[int, int]:
 
 
 class RssSampler:
-    """Samples the tree's RSS every ``interval`` seconds in a thread; keeps the peak."""
+    """Samples the trees' RSS every ``interval`` seconds in a thread; keeps the peaks.
 
-    def __init__(self, root: int, interval: float = 0.05) -> None:
-        self._root = root
+    ``peak`` is the largest sum over every root's tree seen at one sample;
+    ``peak_per_root`` the largest each tree reached on its own.
+    """
+
+    def __init__(self, roots: Sequence[int], interval: float = 0.05) -> None:
+        self._roots = list(roots)
         self._interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
         self.peak = 0
         self.peak_processes = 0
+        self.peak_per_root = [0] * len(self._roots)
         self.samples = 0
 
     def __enter__(self) -> RssSampler:
@@ -103,10 +129,13 @@ class RssSampler:
         self._sample()
 
     def _sample(self) -> None:
-        rss, processes = tree_rss(self._root)
+        trees = [tree_rss(root) for root in self._roots]
+        rss, processes = sum(tree[0] for tree in trees), sum(tree[1] for tree in trees)
         self.samples += 1
         if rss > self.peak:
             self.peak, self.peak_processes = rss, processes
+        for position, (tree, _) in enumerate(trees):
+            self.peak_per_root[position] = max(self.peak_per_root[position], tree)
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -1,9 +1,15 @@
 """Targets across several ``make bench`` reports: ``python -m bench.summarise REPORT.json...``.
 
-Prints a Markdown table: one row per target figure, one column per report
-(its commit and repeats), then the median over the reports and whether that
-median meets the target. One run on a shared machine is one draw; several
-runs say where a figure sits and how far it swings.
+Prints a Markdown table: one row per target figure and job store, one column
+per report (its commit and repeats), then the median over the reports and
+whether that median meets the target. Then the figures with no target (a
+store's CPU per image, what a second replica adds), where a report has them.
+One run on a shared machine is one draw; several runs say where a figure sits
+and how far it swings.
+
+Reports from before the job-store dimension have no ``job_store`` in their
+targets: they ran the only store there was, in memory, and are shown as
+``memory``.
 """
 
 from __future__ import annotations
@@ -20,14 +26,20 @@ __all__ = ["main", "summarise"]
 
 def _column(report: dict[str, Any]) -> str:
     machine = report.get("machine", {})
-    return f"`{machine.get('commit', '?')}` ({report.get('repeats', '?')} runs)"
+    label = f" {report['label']}" if "label" in report else ""
+    return f"`{machine.get('commit', '?')}`{label} ({report.get('repeats', '?')} runs)"
+
+
+def _row(check: dict[str, Any]) -> str:
+    return f"{check['figure']} [{check.get('job_store', 'memory')}]"
 
 
 def summarise(reports: Sequence[dict[str, Any]]) -> str:
-    figures: dict[str, tuple[float, list[float | None]]] = {}
+    figures: dict[str, tuple[float | None, list[float | None]]] = {}
     for position, report in enumerate(reports):
-        for check in report.get("targets", []):
-            target, values = figures.setdefault(check["figure"], (check["target"], []))
+        checks = [*report.get("targets", []), *report.get("figures", [])]
+        for check in checks:
+            target, values = figures.setdefault(_row(check), (check.get("target"), []))
             values.extend([None] * (position - len(values)))
             values.append(check["value"])
     header = ["Figure", *(_column(report) for report in reports), "Median", "Target", "Met"]
@@ -36,10 +48,13 @@ def summarise(reports: Sequence[dict[str, Any]]) -> str:
         values.extend([None] * (len(reports) - len(values)))
         present = [value for value in values if value is not None]
         median = statistics.median(present)
-        # Ratios are floors; every other figure (ms, MB, s) is a ceiling.
-        met = median >= target if "ratio" in figure else median <= target
         cells = [f"{value:g}" if value is not None else "—" for value in values]
-        row = [figure, *cells, f"{median:g}", f"{target:g}", "yes" if met else "**no**"]
+        if target is None:
+            row = [figure, *cells, f"{median:g}", "—", "—"]
+        else:
+            # Ratios are floors; every other figure (ms, MB, s) is a ceiling.
+            met = median >= target if "ratio" in figure else median <= target
+            row = [figure, *cells, f"{median:g}", f"{target:g}", "yes" if met else "**no**"]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 

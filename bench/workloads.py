@@ -16,7 +16,7 @@ __all__ = ["JobRun", "build_payload", "percentile", "run_jobs"]
 
 STORES = ("S00339218", "S01408764", "RP00001", "RP00002")
 POLL_INTERVAL = 0.05  # 20 Hz per job
-TERMINAL = {"completed", "failed"}
+TERMINAL = {"completed", "failed", "cancelled"}
 
 
 def build_payload(urls: Sequence[str], per_visit: int) -> bytes:
@@ -66,15 +66,24 @@ async def _submit(session: aiohttp.ClientSession, base: str, payload: bytes) -> 
 
 
 async def _poll_until_terminal(
-    session: aiohttp.ClientSession, base: str, run: JobRun, started: float, limit_s: float
+    session: aiohttp.ClientSession,
+    bases: Sequence[str],
+    run: JobRun,
+    *,
+    first: int,
+    started: float,
+    limit_s: float,
 ) -> None:
-    url = f"{base}/api/status?jobid={run.job_id}"
+    """Poll at 20 Hz; with several replicas, each poll goes to the next one in turn."""
+    path = f"/api/status?jobid={run.job_id}"
     next_at = time.perf_counter()
+    turn = first
     while True:
         sent = time.perf_counter()
-        async with session.get(url) as response:
+        async with session.get(bases[turn % len(bases)] + path) as response:
             body: dict[str, Any] = await response.json()
         answered = time.perf_counter()
+        turn += 1
         run.status_latencies.append(answered - sent)
         if body.get("status") in TERMINAL:
             run.status = body["status"]
@@ -99,11 +108,15 @@ async def _progress(
 
 
 async def run_jobs(
-    base: str,
+    bases: Sequence[str],
     payloads: Sequence[bytes],
     limit_s: float = 900.0,
 ) -> tuple[float, list[JobRun]]:
     """Submit every payload at once, poll each at 20 Hz; returns (wall, runs).
+
+    Every job is submitted to the first of ``bases``; with several replicas
+    (sharing one database) the polls go round-robin across all of them, job
+    ``n`` starting at replica ``n``.
 
     Wall runs from the first submit to the last job's ``finished_at``, as the
     reference's runs to its last result. The polls that saw each job terminal
@@ -116,11 +129,13 @@ async def run_jobs(
         started_epoch = time.time()
         runs = [JobRun() for _ in payloads]
 
-        async def one(run: JobRun, payload: bytes) -> None:
-            run.job_id, run.submit_s = await _submit(session, base, payload)
-            await _poll_until_terminal(session, base, run, started, limit_s)
+        async def one(position: int, run: JobRun, payload: bytes) -> None:
+            run.job_id, run.submit_s = await _submit(session, bases[0], payload)
+            await _poll_until_terminal(
+                session, bases, run, first=position, started=started, limit_s=limit_s
+            )
 
-        pairs = zip(runs, payloads, strict=True)
-        await asyncio.gather(*(one(run, payload) for run, payload in pairs))
-        await asyncio.gather(*(_progress(session, base, run, started_epoch) for run in runs))
+        pairs = enumerate(zip(runs, payloads, strict=True))
+        await asyncio.gather(*(one(position, *pair) for position, pair in pairs))
+        await asyncio.gather(*(_progress(session, bases[0], run, started_epoch) for run in runs))
     return max(run.wall_s for run in runs), runs

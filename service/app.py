@@ -18,6 +18,7 @@ from service.api import keys
 from service.api.auth import api_key_middleware
 from service.api.auth import routes as auth_routes
 from service.api.connections import ConnectionGuard, ServiceRunner, raise_open_file_limit
+from service.api.events import routes as event_routes
 from service.api.jobs import routes
 from service.api.middlewares import error_middleware
 from service.api.openapi import build_openapi
@@ -29,7 +30,9 @@ from service.api.ui import routes as ui_routes
 from service.config import ConfigError, Settings, load_config
 from service.jobs.backends import create_stats, create_store, create_work_queue
 from service.jobs.claims import ClaimingQueue
+from service.jobs.events import EventHub
 from service.jobs.manager import JobManager
+from service.jobs.observers import JobObservers
 from service.jobs.stats import ThroughputMeter
 from service.jobs.store import StoreOpenError
 from service.jobs.telemetry import JobTelemetry
@@ -93,9 +96,13 @@ def create_app(
     # Opened before the pool starts: a store that cannot open fails the start at once.
     app.cleanup_ctx.append(job_store_ctx)
     app.cleanup_ctx.append(measure_pool_ctx)
+    # Before the manager, which reports to it; streams end before connections are awaited.
+    app.cleanup_ctx.append(event_hub_ctx)
+    app.on_shutdown.append(end_event_streams)
     app.cleanup_ctx.append(job_manager_ctx)
     app.cleanup_ctx.append(stats_ctx)
     app.add_routes(routes)
+    app.add_routes(event_routes)
     app.add_routes(results_routes)
     app.add_routes(ops_routes)
     app.add_routes(openapi_routes)
@@ -137,6 +144,23 @@ async def measure_pool_ctx(app: web.Application) -> AsyncIterator[None]:
         await pool.close()
 
 
+async def event_hub_ctx(app: web.Application) -> AsyncIterator[None]:
+    hub = EventHub(app[keys.JOB_STORE], app[keys.SETTINGS].events)
+    app[keys.EVENT_HUB] = hub
+    app[keys.METRICS].watch_event_hub(hub)
+    hub.start()
+    try:
+        yield
+    finally:
+        await hub.close()
+
+
+async def end_event_streams(app: web.Application) -> None:
+    """Open streams would hold the HTTP shutdown for its whole timeout: end them first."""
+    if keys.EVENT_HUB in app:
+        app[keys.EVENT_HUB].end_streams()
+
+
 async def job_manager_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
     metrics = app[keys.METRICS]
@@ -152,7 +176,7 @@ async def job_manager_ctx(app: web.Application) -> AsyncIterator[None]:
         app[keys.STORE_MASTER],
         queue,
         settings.jobs,
-        observer=JobTelemetry(metrics, app[keys.THROUGHPUT]),
+        observer=JobObservers(JobTelemetry(metrics, app[keys.THROUGHPUT]), app[keys.EVENT_HUB]),
     )
     pipeline = Pipeline(settings.pipeline, downloader, app[keys.MEASURE_POOL], queue, manager)
     metrics.watch_pipeline(pipeline)
@@ -191,6 +215,8 @@ async def drain(app: web.Application, cut_short: asyncio.Event | None = None) ->
     """
     grace = app[keys.SETTINGS].shutdown_grace
     log.info("shutting down: new jobs refused, waiting up to %ss for running work", grace)
+    # Event streams end at once, telling clients to reconnect (to another replica).
+    await end_event_streams(app)
     await app[keys.JOB_MANAGER].drain(grace, app[keys.PIPELINE].wait_idle, cut_short)
 
 

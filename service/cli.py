@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import http.client
 import json
 import os
 import shutil
@@ -11,7 +13,8 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -25,6 +28,9 @@ EXIT_CANCELLED = 3
 DEFAULT_URL = "http://127.0.0.1:8080"
 COPY_CHUNK = 64 * 1024
 BAR_WIDTH = 30
+# Times a job's event stream is reopened when it ends before the job (a replica stopping);
+# after that, or when it is refused, the client polls.
+STREAM_RECONNECTS = 3
 
 
 class CliError(Exception):
@@ -39,8 +45,12 @@ class Client:
         self.timeout = timeout
         self.api_key = api_key
 
-    def _open(self, path: str, body: bytes | None = None) -> Any:
-        headers = {"Content-Type": "application/json"} if body is not None else {}
+    def _open(
+        self, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+    ) -> Any:
+        headers = dict(headers or {})
+        if body is not None:
+            headers["Content-Type"] = "application/json"
         if self.api_key:
             headers["X-API-Key"] = self.api_key
         request = urllib.request.Request(
@@ -68,6 +78,13 @@ class Client:
     def download(self, path: str, target: IO[bytes]) -> None:
         with self._open(path) as response:
             shutil.copyfileobj(response, target, COPY_CHUNK)
+
+    def stream(self, path: str, last_event_id: str | None) -> Any:
+        """An open ``text/event-stream`` response, read line by line."""
+        headers = {"Accept": "text/event-stream"}
+        if last_event_id:
+            headers["Last-Event-ID"] = last_event_id
+        return self._open(path, headers=headers)
 
 
 def _error_text(exc: urllib.error.HTTPError) -> str:
@@ -115,6 +132,92 @@ def _job_path(job_id: str, suffix: str = "") -> str:
     return f"/api/jobs/{urllib.parse.quote(job_id, safe='')}{suffix}"
 
 
+@dataclass
+class SseEvent:
+    event: str
+    data: str
+    id: str | None
+
+
+class EventReader:
+    """The events of a ``text/event-stream``, parsed as the SSE spec says (comments skipped).
+
+    ``retry`` is the reconnection time the stream last asked for, in milliseconds.
+    """
+
+    def __init__(self, lines: Iterable[bytes]) -> None:
+        self._lines = lines
+        self.retry: int | None = None
+
+    def __iter__(self) -> Iterator[SseEvent]:
+        event, event_id = "message", None
+        data: list[str] = []
+        for raw in self._lines:
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            if not line:
+                if data:
+                    yield SseEvent(event, "\n".join(data), event_id)
+                event, data = "message", []
+                continue
+            name, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if name == "event":
+                event = value
+            elif name == "data":
+                data.append(value)
+            elif name == "id":
+                event_id = value
+            elif name == "retry" and value.isdigit():
+                self.retry = int(value)
+
+
+def _follow(client: Client, job_id: str, bar: ProgressBar) -> dict[str, Any] | None:
+    """Follow the job's event stream to its done event and return that status; None when
+    the stream is refused or keeps breaking off (the caller polls instead)."""
+    last_id: str | None = None
+    retry = 1000
+    for attempt in range(STREAM_RECONNECTS + 1):
+        try:
+            with client.stream(_job_path(job_id, "/events"), last_id) as response:
+                reader = EventReader(response)
+                for event in reader:
+                    last_id = event.id or last_id
+                    body = json.loads(event.data)
+                    if event.event == "progress":
+                        bar.show(body["done"], body["total"])
+                    elif event.event == "done":
+                        return body if isinstance(body, dict) else None
+                retry = reader.retry or retry
+        except (
+            CliError,
+            OSError,
+            http.client.HTTPException,
+            ValueError,
+            LookupError,
+            TypeError,
+        ) as exc:
+            # Refused (404 from an older service, 503 at the stream cap or shutting
+            # down), unreachable or garbled: polling still works, or says what is wrong.
+            print(f"live events unavailable ({exc}); polling instead", file=sys.stderr)
+            return None
+        # The stream ended before the job (a replica stopping): reconnect where it asks.
+        if attempt < STREAM_RECONNECTS:
+            time.sleep(retry / 1000)
+    print("live events keep breaking off; polling instead", file=sys.stderr)
+    return None
+
+
+def _poll(client: Client, job_id: str, bar: ProgressBar, interval: float) -> dict[str, Any]:
+    while True:
+        detail = client.get_json(_job_path(job_id, "?limit=1"))
+        bar.show(detail["progress"]["done"], detail["progress"]["total"])
+        if detail["status"] != "ongoing":
+            break
+        time.sleep(interval)
+    status: dict[str, Any] = client.get_json(f"/api/status?jobid={job_id}")
+    return status
+
+
 def cmd_submit(client: Client, args: argparse.Namespace) -> int:
     try:
         payload = json.loads(Path(args.payload).read_text(encoding="utf-8"))
@@ -130,15 +233,16 @@ def cmd_submit(client: Client, args: argparse.Namespace) -> int:
     print(f"job {job_id} submitted", file=sys.stderr)
     bar = ProgressBar(sys.stderr)
     try:
-        while True:
-            detail = client.get_json(_job_path(job_id, "?limit=1"))
-            bar.show(detail["progress"]["done"], detail["progress"]["total"])
-            if detail["status"] != "ongoing":
-                break
-            time.sleep(args.interval)
+        status = _follow(client, job_id, bar)
+        if status is None:
+            status = _poll(client, job_id, bar, args.interval)
+        else:
+            # The done event carries the status alone: one read draws the final bar.
+            with contextlib.suppress(CliError):
+                detail = client.get_json(_job_path(job_id, "?limit=1"))
+                bar.show(detail["progress"]["done"], detail["progress"]["total"])
     finally:
         bar.close()
-    status = client.get_json(f"/api/status?jobid={job_id}")
     print(json.dumps(status, indent=2))
     return _status_exit(status)
 
@@ -212,9 +316,16 @@ def _parser() -> argparse.ArgumentParser:
 
     submit = commands.add_parser("submit", help="submit a job from a JSON payload file")
     submit.add_argument("payload", help="JSON file: {count, visits: [...]}")
-    submit.add_argument("--wait", action="store_true", help="show progress, print the final status")
     submit.add_argument(
-        "--interval", type=float, default=0.5, help="seconds between polls (default 0.5)"
+        "--wait",
+        action="store_true",
+        help="follow the job's live events (or poll), then print the final status",
+    )
+    submit.add_argument(
+        "--interval",
+        type=float,
+        default=0.5,
+        help="seconds between polls when live events are unavailable (default 0.5)",
     )
     submit.set_defaults(run=cmd_submit)
 

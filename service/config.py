@@ -19,6 +19,7 @@ __all__ = [
     "ConfigError",
     "ConnectionSettings",
     "DownloadSettings",
+    "EventSettings",
     "JobSettings",
     "LimitSettings",
     "PipelineSettings",
@@ -107,7 +108,9 @@ class DownloadSettings:
     retry_base_delay: float
     retry_max_delay: float
     circuit_breaker_threshold: int
+    circuit_breaker_min_jobs: int
     circuit_breaker_cool_down: float
+    breaker_wait_max: float
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -121,6 +124,7 @@ class PoolSettings:
     batch_size: int
     batch_max_bytes: int
     worker_niceness: int
+    decode_timeout: float
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -160,6 +164,15 @@ class JobSettings:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class EventSettings:
+    """Live events: how many streams at once, the heartbeat, the first page of jobs."""
+
+    max_event_streams: int
+    sse_heartbeat: float
+    max_page_size: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class StoreSettings:
     """The job store: where it is, how long to wait for it, retention, and replicas' claims."""
 
@@ -193,6 +206,7 @@ _GROUPS = {
     "limits": LimitSettings,
     "jobs": JobSettings,
     "store": StoreSettings,
+    "events": EventSettings,
 }
 
 
@@ -220,6 +234,7 @@ class Settings:
     batch_size: int = _setting(48, _positive)
     batch_max_bytes: int = _setting(32_000_000, _positive)
     worker_niceness: int = _setting(10, _niceness)
+    decode_timeout: float = _setting(10.0, _positive)
 
     gpu_delay_min: float = _setting(0.1, _non_negative)
     gpu_delay_max: float = _setting(0.4, _non_negative)
@@ -238,7 +253,9 @@ class Settings:
     retry_base_delay: float = _setting(0.5, _non_negative)
     retry_max_delay: float = _setting(10.0, _non_negative)
     circuit_breaker_threshold: int = _setting(20, _positive)
+    circuit_breaker_min_jobs: int = _setting(2, _positive)
     circuit_breaker_cool_down: float = _setting(30.0, _non_negative)
+    breaker_wait_max: float = _setting(60.0, _non_negative)
 
     max_body_bytes: int = _setting(10_000_000, _positive)
     max_images_per_job: int = _setting(100_000, _positive)
@@ -257,6 +274,9 @@ class Settings:
     idempotency_ttl: float = _setting(86_400.0, _positive)
     shutdown_grace: float = _setting(10.0, _non_negative)
     unsaved_results_limit: int = _setting(100_000, _positive)
+
+    max_event_streams: int = _setting(1000, _positive)
+    sse_heartbeat: float = _setting(15.0, _positive)
 
     # The URL may hold a password: never in a repr, and errors show it masked.
     database_url: str = field(
@@ -282,6 +302,7 @@ class Settings:
     limits: LimitSettings = field(init=False, repr=False, compare=False, metadata={"group": True})
     jobs: JobSettings = field(init=False, repr=False, compare=False, metadata={"group": True})
     store: StoreSettings = field(init=False, repr=False, compare=False, metadata={"group": True})
+    events: EventSettings = field(init=False, repr=False, compare=False, metadata={"group": True})
 
     def __post_init__(self) -> None:
         self._check()

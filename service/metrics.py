@@ -38,6 +38,7 @@ FAILURE_CATEGORIES = (
     "connection",
     "too_large",
     "too_many_scans",
+    "decode_timeout",
     "redirects",
     "invalid_url",
     "not_image",
@@ -58,6 +59,7 @@ _KIND_LABELS: dict[FailureKind, str] = {
     FailureKind.NOT_AN_IMAGE: "not_image",
     FailureKind.DECODE: "corrupt",
     FailureKind.TOO_MANY_SCANS: "too_many_scans",
+    FailureKind.DECODE_TIMEOUT: "decode_timeout",
     FailureKind.REFUSED_ADDRESS: "address_refused",
     FailureKind.REDIRECT_REFUSED: "redirects",
     FailureKind.INVALID_URL: "invalid_url",
@@ -99,6 +101,11 @@ class _Pipeline(Protocol):
 class _Connections(Protocol):
     @property
     def open(self) -> int: ...
+
+
+class _EventHub(Protocol):
+    @property
+    def open_streams(self) -> int: ...
 
 
 class _JobManager(Protocol):
@@ -200,6 +207,16 @@ class Metrics:
             "header_timeout.",
             registry=registry,
         )
+        self.event_streams_open = Gauge(
+            "retail_pulse_event_streams_open",
+            "Live event streams (Server-Sent Events) open right now.",
+            registry=registry,
+        )
+        self.event_streams_refused = Counter(
+            "retail_pulse_event_streams_refused",
+            "Event streams answered 503: max_event_streams were open.",
+            registry=registry,
+        )
         self.replica_info = Gauge(
             "retail_pulse_replica_info",
             "This process among the replicas of one job store (always 1).",
@@ -225,6 +242,9 @@ class Metrics:
     def watch_job_manager(self, manager: _JobManager) -> None:
         self.images_pending.set_function(lambda: manager.pending_images)
         self.images_unsaved.set_function(lambda: manager.unsaved_results)
+
+    def watch_event_hub(self, hub: _EventHub) -> None:
+        self.event_streams_open.set_function(lambda: hub.open_streams)
 
     def watch_connections(self, connections: _Connections) -> None:
         self.connections_open.set_function(lambda: connections.open)

@@ -44,6 +44,7 @@ class FailureKind(StrEnum):
     DECODE = "decode"  # corrupt, truncated or unsupported image data
     PIXELS = "pixels"  # over max_pixels, or impossible dimensions
     TOO_MANY_SCANS = "too_many_scans"  # a JPEG over max_jpeg_scans
+    DECODE_TIMEOUT = "decode_timeout"  # measuring it took longer than decode_timeout
     REFUSED_ADDRESS = "refused_address"  # the SSRF policy or allowed_hosts refused it
     REDIRECT_REFUSED = "redirect_refused"  # too many redirects, or to a refused scheme
     INVALID_URL = "invalid_url"
@@ -62,6 +63,7 @@ PERMANENT_FAILURES = frozenset(
         FailureKind.INVALID_URL,
         FailureKind.PIXELS,
         FailureKind.TOO_MANY_SCANS,
+        FailureKind.DECODE_TIMEOUT,
     }
 )
 # What POST /api/jobs/<id>/retry processes again: everything else, a 404 included (an

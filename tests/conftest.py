@@ -17,7 +17,7 @@ from service.config import Settings
 from service.logging_setup import stop_logging
 from tests.support.browser import version_note
 from tests.support.fault_host import FaultHost
-from tests.support.image_host import ImageHost, build_image_host_app
+from tests.support.image_host import ImageHost, Outage, build_image_host_app
 from tests.support.postgres import fresh_database
 from tests.support.processes import REPO_ROOT
 
@@ -100,8 +100,9 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
 async def image_host(aiohttp_server: Any) -> AsyncIterator[ImageHost]:
     requests: list[str] = []
     gate = asyncio.Event()
-    server = await aiohttp_server(build_image_host_app(requests, gate))
-    host = ImageHost(server, requests, gate)
+    outage = Outage()
+    server = await aiohttp_server(build_image_host_app(requests, gate, outage))
+    host = ImageHost(server, requests, gate, outage)
     yield host
     # Held requests must answer, or the server's shutdown would wait for them.
     host.release()

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from service.api.schemas import SubmitSchema
 from service.config import Settings
+from service.jobs.events import EventHub
 from service.jobs.manager import JobManager
 from service.jobs.stats import StatsSource, ThroughputMeter
 from service.jobs.store import JobStore
@@ -21,6 +22,7 @@ from service.store_master import StoreMaster
 __all__ = [
     "BATCH_FUNCTION",
     "CLIENT_SESSION",
+    "EVENT_HUB",
     "JOB_MANAGER",
     "JOB_STORE",
     "MEASURE_POOL",
@@ -47,6 +49,8 @@ BATCH_FUNCTION: web.AppKey[BatchFunction] = web.AppKey("batch_function")
 PIPELINE = web.AppKey("pipeline", Pipeline)
 JOB_MANAGER = web.AppKey("job_manager", JobManager)
 JOB_STORE = web.AppKey("job_store", JobStore)
+# Live events: every open stream of this process, fed by one ticker.
+EVENT_HUB = web.AppKey("event_hub", EventHub)
 METRICS = web.AppKey("metrics", Metrics)
 # Images settled per 5 seconds (a test may replace it, with its own clock, before startup).
 THROUGHPUT = web.AppKey("throughput", ThroughputMeter)

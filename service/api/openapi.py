@@ -87,6 +87,46 @@ _JOB_ID = {
 }
 
 
+_EVENTS_FORMAT = (
+    "`text/event-stream`. Each event has an `id` `<job id>-<epoch>-<done + failed>`, an "
+    "`event` name and one `data` line of JSON. `progress` (at most every 250 ms per job): "
+    '`{"job_id", "done", "failed", "total"}`, where `done` counts every settled image, '
+    "failed ones included. `done` (once per run of a job): the `/api/status` body, "
+    '`{"status", "job_id", "error"?}`, with `status` `completed`, `failed` or `cancelled`. '
+    "A comment line (`: heartbeat`) comes every `sse_heartbeat` seconds on an idle stream. "
+    "When the service stops, or the reader falls too far behind, the stream ends with "
+    "`retry: 1000`: reconnect, with `Last-Event-ID`."
+)
+# OpenAPI 3.0 has no way to describe a stream's items: by convention (schemathesis reads it
+# so) the schema of an event stream describes each event, as an SSE parser yields it.
+_EVENT_STREAM = {
+    "description": "The event stream.",
+    "content": {
+        "text/event-stream": {
+            "schema": {
+                "type": "object",
+                "required": ["id", "event", "data"],
+                "properties": {
+                    "id": {"type": "string", "pattern": "^[0-9]+-[0-9]+-[0-9]+$"},
+                    "event": {"type": "string", "enum": ["progress", "done"]},
+                    "data": {"type": "string", "description": "One line of JSON."},
+                },
+            }
+        }
+    },
+}
+_STREAMS_503 = _json(
+    ErrorSchema, "`max_event_streams` streams are open (`Retry-After: 1`), or shutting down."
+)
+_LAST_EVENT_ID = {
+    "in": "header",
+    "name": "Last-Event-ID",
+    "required": False,
+    "description": "The id of the last event the client received, when it reconnects.",
+    "schema": {"type": "string", "maxLength": 64},
+}
+
+
 def _operations(settings: Settings) -> dict[str, dict[str, Any]]:
     submit_schema = SubmitSchema(limits=settings.limits)
     submit = {
@@ -239,6 +279,35 @@ def _operations(settings: Settings) -> dict[str, dict[str, Any]]:
                     ),
                     "503": _ERROR_503,
                 },
+            }
+        },
+        "/api/jobs/{job_id}/events": {
+            "get": {
+                "summary": "A job's live events (Server-Sent Events) until it ends",
+                "description": _EVENTS_FORMAT
+                + " This stream starts with the job's progress now (or, when the job has "
+                "ended, its done event at once), sends a `progress` event as the job moves "
+                "and ends after the `done` event. With `Last-Event-ID` naming the job's "
+                "current state, that first progress event is left out.",
+                "operationId": "jobEvents",
+                "parameters": [_JOB_ID, _LAST_EVENT_ID],
+                "responses": {
+                    "200": _EVENT_STREAM,
+                    "400": _ERROR_400,
+                    "404": _ERROR_404,
+                    "503": _STREAMS_503,
+                },
+            }
+        },
+        "/api/events": {
+            "get": {
+                "summary": "Live events of every job (Server-Sent Events); never ends",
+                "description": _EVENTS_FORMAT
+                + " This stream starts with the progress of the newest ongoing jobs (at most "
+                f"{settings.max_page_size}, newest first), then sends every job's events as "
+                "they happen. It stays open until the client or the service closes it.",
+                "operationId": "allEvents",
+                "responses": {"200": _EVENT_STREAM, "503": _STREAMS_503},
             }
         },
         "/api/jobs/{job_id}/results": {

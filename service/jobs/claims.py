@@ -93,6 +93,9 @@ class ClaimingQueue:
         # claims never expire.
         self._local.retry_later(task, delay)
 
+    def requeue(self, task: ImageTask) -> bool:
+        return self._local.requeue(task)
+
     def pause(self) -> None:
         self._paused = True
         self._local.pause()

@@ -233,6 +233,10 @@ class MemoryJobStore:
         job = self._get(job_id)
         return job.summary() if job else None
 
+    async def summaries(self, job_ids: Sequence[int]) -> list[JobSummary]:
+        jobs = (self._get(job_id) for job_id in job_ids)
+        return [job.summary() for job in jobs if job is not None]
+
     async def rows(
         self, job_id: int, offset: int, limit: int
     ) -> tuple[JobSummary, list[ImageRow]] | None:

@@ -517,16 +517,21 @@ class PostgresJobStore:
 
         async def take(connection: Connection) -> list[asyncpg.Record]:
             token = await connection.fetchval("SELECT nextval('claims')")
+            # The update touches the picked rows by primary key only; the visit (for the
+            # store id) is joined to what it returns. Joined inside the update, the
+            # planner of a database without statistics yet scans a job's images once per
+            # picked row.
             return await connection.fetch(
                 "WITH picked AS ("
                 f"  SELECT job_id, idx FROM images WHERE state = {QUEUED} "
-                "   ORDER BY idx, job_id LIMIT $2 FOR UPDATE SKIP LOCKED) "
-                f"UPDATE images i SET state = {CLAIMED}, claimed_by = $1, claim = $3 "
-                "FROM picked, visits v "
-                "WHERE i.job_id = picked.job_id AND i.idx = picked.idx "
-                "AND v.job_id = i.job_id AND v.position = i.visit "
-                "RETURNING i.job_id, i.idx, COALESCE(i.fetch_url, i.url), v.store_id, i.claim, "
-                "i.epoch",
+                "   ORDER BY idx, job_id LIMIT $2 FOR UPDATE SKIP LOCKED), "
+                "claimed AS ("
+                f"  UPDATE images i SET state = {CLAIMED}, claimed_by = $1, claim = $3 "
+                "   FROM picked WHERE i.job_id = picked.job_id AND i.idx = picked.idx "
+                "   RETURNING i.job_id, i.idx, i.visit, COALESCE(i.fetch_url, i.url) AS url, "
+                "   i.claim, i.epoch) "
+                "SELECT c.job_id, c.idx, c.url, v.store_id, c.claim, c.epoch FROM claimed c "
+                "JOIN visits v ON v.job_id = c.job_id AND v.position = c.visit",
                 self.replica.id,
                 limit,
                 token,
@@ -658,6 +663,17 @@ class PostgresJobStore:
         if not rows or rows[0][-1]:
             return None  # never issued, deleted, or past its time-to-live
         return summary(tuple(rows[0])[:-1])
+
+    async def summaries(self, job_ids: Sequence[int]) -> list[JobSummary]:
+        if not job_ids:
+            return []
+        rows = await self._fetch(
+            f"SELECT {SUMMARY_COLUMNS} FROM jobs WHERE id = ANY($1::bigint[]) "
+            f"AND (finished_at IS NULL OR finished_at > {NOW} - $2)",
+            list(job_ids),
+            self._settings.job_ttl,
+        )
+        return [summary(tuple(row)) for row in rows]
 
     async def rows(
         self, job_id: int, offset: int, limit: int

@@ -86,6 +86,8 @@ T = TypeVar("T")
 SWEEP_JOBS_PER_TRANSACTION = 20
 # Pages handed back to the file system per sweep (``auto_vacuum=INCREMENTAL``).
 VACUUM_PAGES = 2000
+# Ids per ``summaries`` query, well under SQLite's limit on bound parameters.
+SUMMARIES_PER_QUERY = 500
 
 
 class StoreLocked(StoreOpenError):
@@ -571,6 +573,27 @@ class SqliteJobStore:
         if self._expired(found):
             return None
         return found
+
+    async def summaries(self, job_ids: Sequence[int]) -> list[JobSummary]:
+        found: list[JobSummary] = []
+        unread: list[int] = []
+        for job_id in job_ids:
+            live = self._live.get(job_id)
+            cached = self._finished.get(job_id) if live is None else live.summary(job_id)
+            if cached is None:
+                unread.append(job_id)
+            else:
+                found.append(cached)
+        for start in range(0, len(unread), SUMMARIES_PER_QUERY):
+            chunk = unread[start : start + SUMMARIES_PER_QUERY]
+            marks = ", ".join("?" * len(chunk))
+            rows = self._query(f"SELECT {SUMMARY_COLUMNS} FROM jobs WHERE id IN ({marks})", chunk)
+            for row in rows:
+                summary = summary_of(row)
+                if summary.status.is_terminal:
+                    self._remember_finished(summary)
+                found.append(summary)
+        return [summary for summary in found if not self._expired(summary)]
 
     async def rows(
         self, job_id: int, offset: int, limit: int

@@ -184,6 +184,10 @@ class JobStore(Protocol):
 
     async def summary(self, job_id: int) -> JobSummary | None: ...
 
+    async def summaries(self, job_ids: Sequence[int]) -> list[JobSummary]:
+        """The summaries of those of ``job_ids`` that exist, in any order, in one read (live
+        events watch many jobs at once)."""
+
     async def rows(
         self, job_id: int, offset: int, limit: int
     ) -> tuple[JobSummary, list[ImageRow]] | None:

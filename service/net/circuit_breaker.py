@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from yarl import URL
@@ -31,47 +32,85 @@ class CircuitState(StrEnum):
 
 @dataclass(slots=True)
 class _Origin:
-    failures: int = 0
+    # The run: failures since the origin last answered well, per job that had them.
+    failures: dict[int, int] = field(default_factory=dict)
     opened_at: float | None = None
+    # Open for every job, or only for the jobs whose own failures reached the threshold.
+    everyone: bool = False
     probing: bool = False
 
 
 class CircuitBreaker:
-    """Counts consecutive failures per origin (any string key; see ``origin_key``).
+    """Counts failures per origin (any string key; see ``origin_key``), and who had them.
 
-    After ``threshold`` in a row the origin's circuit opens: ``allow`` answers
-    False for ``cool_down`` seconds. Then one caller is let through as a probe
-    (half-open) while others still get False; the probe's success closes the
-    circuit, its failure opens it for another cool-down. Origins are independent.
+    A run is the failures since the origin last answered well; any success ends it.
+    A job whose own failures in the run reach ``threshold`` has the circuit opened
+    for it alone. It opens for every job once the run holds ``threshold`` failures
+    from at least ``min_jobs`` jobs, each job counting for at most
+    ``ceil(threshold / min_jobs)`` of them: one client's failing URLs cannot decide
+    for the others, and a dead origin still opens however its failures are spread.
+
+    An open circuit refuses (``allow`` answers False) for ``cool_down`` seconds.
+    Then one refused caller is let through as a probe (half-open) while the others
+    still are refused; the probe's success closes the circuit, its failure opens it
+    for another cool-down. Origins are independent, and only failing ones have an
+    entry: at most ``max_origins``, each remembering at most ``max(threshold, min_jobs)``
+    jobs.
     """
 
     def __init__(
         self,
         threshold: int,
         cool_down: float,
+        *,
+        min_jobs: int = 1,
         clock: Callable[[], float] = time.monotonic,
         max_origins: int = 10_000,
     ) -> None:
         self._threshold = threshold
         self._cool_down = cool_down
-        self._clock = clock
+        self._min_jobs = min_jobs
+        self._share = math.ceil(threshold / min_jobs)
+        # More jobs than this in a run would have opened the circuit for every job.
+        self._max_jobs = max(threshold, min_jobs)
+        self.clock = clock
         self._max_origins = max_origins
         self._origins: dict[str, _Origin] = {}
 
     def __len__(self) -> int:
         return len(self._origins)
 
-    def state(self, origin: str) -> CircuitState:
+    def _blocks(self, entry: _Origin, job: int | None) -> bool:
+        """Whether ``entry``'s circuit covers ``job`` (None: whether it is open for anyone)."""
+        if entry.opened_at is None:
+            return False
+        return job is None or entry.everyone or entry.failures.get(job, 0) >= self._threshold
+
+    def state(self, origin: str, job: int | None = None) -> CircuitState:
+        """The circuit as ``job`` meets it; without a job, whether it is open for anyone."""
         entry = self._origins.get(origin)
-        if entry is None or entry.opened_at is None:
+        if entry is None or not self._blocks(entry, job):
             return CircuitState.CLOSED
-        if entry.probing or self._clock() - entry.opened_at >= self._cool_down:
+        assert entry.opened_at is not None
+        if entry.probing or self.clock() - entry.opened_at >= self._cool_down:
             return CircuitState.HALF_OPEN
         return CircuitState.OPEN
 
-    def allow(self, origin: str) -> bool:
-        """Whether a request to ``origin`` may go ahead now; a True in half-open is the probe."""
-        state = self.state(origin)
+    def probing(self, origin: str) -> bool:
+        """Whether a probe is out, its verdict not yet in."""
+        entry = self._origins.get(origin)
+        return entry is not None and entry.probing
+
+    def probe_at(self, origin: str) -> float | None:
+        """When the open circuit lets a probe through (``clock`` time); None if closed."""
+        entry = self._origins.get(origin)
+        if entry is None or entry.opened_at is None:
+            return None
+        return entry.opened_at + self._cool_down
+
+    def allow(self, origin: str, job: int) -> bool:
+        """Whether ``job``'s request to ``origin`` may go now; in half-open, as the probe."""
+        state = self.state(origin, job)
         if state is not CircuitState.HALF_OPEN:
             return state is CircuitState.CLOSED
         entry = self._origins[origin]
@@ -81,19 +120,37 @@ class CircuitBreaker:
         return True
 
     def record_success(self, origin: str) -> None:
+        """The origin answered well: the run ends, and its circuit closes for every job."""
         # A healthy origin needs no entry; this keeps the table bounded by failing ones.
         self._origins.pop(origin, None)
 
-    def record_failure(self, origin: str) -> None:
+    def record_failure(self, origin: str, job: int, *, counts: bool = True) -> None:
+        """A failure that says the origin is unwell; ``counts`` False: one already counted.
+
+        An uncounted failure (an image's retry: its first failure counted) adds
+        nothing to the run, but a probe's failure reopens the circuit all the same.
+        """
         entry = self._origins.get(origin)
         if entry is None:
+            if not counts:
+                return
             if len(self._origins) >= self._max_origins:
                 # Forget the oldest failing origin: clients can name endless hosts and ports.
                 del self._origins[next(iter(self._origins))]
             entry = self._origins[origin] = _Origin()
-        entry.failures += 1
-        if entry.probing or entry.failures >= self._threshold:
-            entry.opened_at = self._clock()
+        reopen = entry.probing
+        if counts:
+            failures = entry.failures
+            if job in failures or len(failures) < self._max_jobs:
+                failures[job] = failures.get(job, 0) + 1
+            spread = sum(min(count, self._share) for count in failures.values())
+            if spread >= self._threshold and len(failures) >= self._min_jobs:
+                entry.everyone = True
+                reopen = True
+            elif failures.get(job, 0) >= self._threshold:
+                reopen = True
+        if reopen:
+            entry.opened_at = self.clock()
             entry.probing = False
 
     def release(self, origin: str) -> None:

@@ -1,8 +1,8 @@
 """Downloading image bytes: the guarded client session, size caps, timeouts, retries and breaker.
 
 ``Downloader.try_fetch`` makes one attempt and says whether (and after how
-long) another is worth it, so the pipeline can wait out a backoff without
-holding a worker.
+long) another is worth it, or that the image must wait for the origin's open
+circuit, so the pipeline can wait either out without holding a worker.
 """
 
 from __future__ import annotations
@@ -26,12 +26,14 @@ from service.net.address_policy import (
 )
 from service.net.byte_budget import ByteLease
 from service.net.circuit_breaker import CircuitBreaker, origin_key
+from service.net.circuit_waits import CircuitWaits
 from service.net.retry import RETRYABLE_STATUSES, RetryPolicy, parse_retry_after
 from service.outcomes import FailureKind
 from service.url_credentials import mask_credentials
 
 __all__ = [
     "CIRCUIT_OPEN",
+    "CircuitWait",
     "Downloader",
     "FetchError",
     "RetryLater",
@@ -71,15 +73,47 @@ class RetryLater(Exception):
         self.delay = delay
 
 
-class _Transient(Exception):
-    """Internal: a failure worth retrying, which also counts against the origin."""
+class CircuitWait(Exception):
+    """The origin's circuit is open for this image: it waits, holding nothing, to be let through.
 
-    def __init__(self, reason: str, kind: FailureKind, retry_after: float | None = None) -> None:
+    ``until`` is when the wait ends at the latest, on the downloader's clock: pass it
+    back as ``wait_until`` on the next try, which fails with ``CIRCUIT_OPEN`` if the
+    circuit still refuses by then. ``park(wake)`` has ``wake`` called once, when it is
+    time for that try: the circuit closed, it wants a probe, or ``until`` came.
+    ``wake`` answers whether it took the image back (False: its job has ended).
+    """
+
+    def __init__(self, waits: CircuitWaits, origin: str, until: float) -> None:
+        super().__init__(CIRCUIT_OPEN)
+        self.until = until
+        self._waits = waits
+        self._origin = origin
+
+    def park(self, wake: Callable[[], bool]) -> None:
+        self._waits.park(self._origin, self.until, wake)
+
+
+class _Transient(Exception):
+    """Internal: a failure worth retrying; ``host_unwell`` if it also counts against the origin.
+
+    A 408 or 429 is retried but does not count: the host answered, and a 429's
+    limit may be on one client's paths, so neither says the host is unwell.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        kind: FailureKind,
+        retry_after: float | None = None,
+        *,
+        host_unwell: bool = True,
+    ) -> None:
         reason = mask_credentials(reason)  # it becomes a RetryLater or FetchError reason
         super().__init__(reason)
         self.reason = reason
         self.kind = kind
         self.retry_after = retry_after
+        self.host_unwell = host_unwell
 
 
 def address_policy_from(settings: DownloadSettings) -> AddressPolicy:
@@ -156,17 +190,29 @@ class Downloader:
             breaker
             if breaker is not None
             else CircuitBreaker(
-                settings.circuit_breaker_threshold, settings.circuit_breaker_cool_down
+                settings.circuit_breaker_threshold,
+                settings.circuit_breaker_cool_down,
+                min_jobs=settings.circuit_breaker_min_jobs,
             )
         )
+        self._wait_max = settings.breaker_wait_max
+        self._waits = CircuitWaits(self._breaker)
 
     async def try_fetch(
-        self, url: str, attempt: int = 1, *, lease: ByteLease | None = None
+        self,
+        url: str,
+        attempt: int = 1,
+        *,
+        job: int = 0,
+        wait_until: float | None = None,
+        lease: ByteLease | None = None,
     ) -> bytes:
-        """Attempt number ``attempt``: the bytes, ``RetryLater`` or a final ``FetchError``.
+        """Attempt number ``attempt`` for an image of ``job``: the bytes, ``RetryLater``,
+        ``CircuitWait`` or a final ``FetchError``.
 
-        With a ``lease``, the body is read only once the lease holds its size, and
-        the lease is left holding the size of the bytes returned.
+        ``wait_until`` is the ``until`` of the image's last ``CircuitWait``, if any. A
+        refused try costs no attempt. With a ``lease``, the body is read only once the
+        lease holds its size, and the lease is left holding the size of the bytes returned.
         """
         try:
             # Parsed once here and handed to aiohttp as is, which then skips its own parse.
@@ -174,8 +220,8 @@ class Downloader:
             origin = origin_key(target)
         except (ValueError, UnicodeError) as exc:
             raise FetchError(f"invalid URL: {exc}", FailureKind.INVALID_URL) from None
-        if not self._breaker.allow(origin):
-            raise FetchError(CIRCUIT_OPEN, FailureKind.CIRCUIT_OPEN)
+        if not self._breaker.allow(origin, job):
+            raise self._refusal(origin, wait_until)
         verdict = False  # whether the breaker heard how this attempt went
         started = time.perf_counter()
         try:
@@ -184,8 +230,11 @@ class Downloader:
             verdict = True
             return data
         except _Transient as failure:
-            self._breaker.record_failure(origin)
-            verdict = True
+            if failure.host_unwell:
+                # An image counts once, on its first try: its retries would let a
+                # few failing URLs weigh as much as many.
+                self._breaker.record_failure(origin, job, counts=attempt == 1)
+                verdict = True
             plural = "attempt" if attempt == 1 else "attempts"
             if not self._retry.should_retry(attempt):
                 reason = f"{failure.reason} after {attempt} {plural}"
@@ -198,8 +247,16 @@ class Downloader:
         finally:
             if not verdict:
                 self._breaker.release(origin)
+            self._waits.update(origin)
             if self._observe_seconds is not None:
                 self._observe_seconds(time.perf_counter() - started)
+
+    def _refusal(self, origin: str, wait_until: float | None) -> FetchError | CircuitWait:
+        now = self._breaker.clock()
+        until = wait_until if wait_until is not None else now + self._wait_max
+        if now >= until:
+            return FetchError(CIRCUIT_OPEN, FailureKind.CIRCUIT_OPEN)
+        return CircuitWait(self._waits, origin, until)
 
     async def _attempt(self, url: URL, lease: ByteLease | None) -> bytes:
         try:
@@ -213,7 +270,12 @@ class Downloader:
                 status = response.status
                 if status in RETRYABLE_STATUSES:
                     retry_after = parse_retry_after(response.headers.get("Retry-After"))
-                    raise _Transient(f"HTTP {status}", FailureKind.HTTP_STATUS, retry_after)
+                    raise _Transient(
+                        f"HTTP {status}",
+                        FailureKind.HTTP_STATUS,
+                        retry_after,
+                        host_unwell=status >= 500,
+                    )
                 if not 200 <= status < 300:
                     raise FetchError(f"HTTP {status}", FailureKind.HTTP_STATUS)
                 declared = response.content_length

@@ -3,7 +3,8 @@
 ``FairQueue`` hands out images round-robin across jobs, one image per job per
 turn, so a small job is not stuck behind a big one. An image whose download
 failed transiently waits out its backoff on a timer (holding no worker), then
-comes back ahead of new work: it has waited already.
+comes back ahead of new work: it has waited already. An image handed back with
+``requeue`` (after waiting for an open circuit) takes its own job's turn instead.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ class ImageTask:
     ``store_id`` labels log lines. ``claim`` is the token of the claim a replica holds on
     the image in a shared store (0 otherwise), and ``epoch`` the job's run it belongs to:
     a result under a stale claim, or from an earlier run of a retried job, is ignored.
+    ``wait_until`` is when its wait for an open circuit ends (the fetcher's clock), once
+    it has met one.
     """
 
     job_id: int
@@ -34,9 +37,13 @@ class ImageTask:
     claim: int = 0
     epoch: int = 0
     attempt: int = 1
+    wait_until: float | None = None
 
     def next_attempt(self) -> ImageTask:
         return replace(self, attempt=self.attempt + 1)
+
+    def waiting_until(self, until: float) -> ImageTask:
+        return replace(self, wait_until=until)
 
 
 class WorkSource(Protocol):
@@ -55,6 +62,11 @@ class WorkSource(Protocol):
         """Hand ``task`` out again after ``delay`` seconds, unless its job is removed first."""
         ...
 
+    def requeue(self, task: ImageTask) -> bool:
+        """Hand ``task`` out again as its job's next image, in the job's turn; False if
+        its job was removed."""
+        ...
+
     def pause(self) -> None:
         """Hand out nothing until ``resume``."""
         ...
@@ -68,6 +80,8 @@ class _JobWork:
     tasks: Iterator[ImageTask]
     remaining: int
     backoffs: set[asyncio.TimerHandle] = field(default_factory=set)
+    # Images handed back by ``requeue``, to go before ``tasks`` (made when first needed).
+    returned: deque[ImageTask] | None = None
     # Whether it has a place in the turns (it leaves once its images are handed out).
     taking_turns: bool = False
 
@@ -117,6 +131,7 @@ class FairQueue:
         self._backing_off -= len(work.backoffs)
         work.backoffs.clear()
         work.remaining = 0
+        work.returned = None
         self._retries = deque(task for task in self._retries if task.job_id != job_id)
         if work.taking_turns:
             work.taking_turns = False
@@ -142,6 +157,22 @@ class FairQueue:
         """The jobs this queue holds work of."""
         return list(self._jobs)
 
+    def requeue(self, task: ImageTask) -> bool:
+        # Into the job's own turn, not ahead of every job like a retry: thousands of
+        # one job's images may come back at once (a circuit closing).
+        work = self._jobs.get(task.job_id)
+        if work is None:
+            return False
+        if work.returned is None:
+            work.returned = deque()
+        work.returned.append(task)
+        work.remaining += 1
+        if not work.taking_turns:
+            work.taking_turns = True
+            self._turns.append(work)
+        self._wakeup.set()
+        return True
+
     def pause(self) -> None:
         """Hand out nothing until ``resume``: shutting down, or the store cannot keep up."""
         self._paused = True
@@ -160,7 +191,12 @@ class FairQueue:
                 return self._retries.popleft()
             while self._turns:
                 work = self._turns[0]
-                task = next(work.tasks, None)
+                if work.returned:
+                    task: ImageTask | None = work.returned.popleft()
+                    if not work.returned:
+                        work.returned = None
+                else:
+                    task = next(work.tasks, None)
                 if task is None:
                     # Handed out in full: let go of the generator and what it holds.
                     work.tasks = iter(())

@@ -6,12 +6,14 @@ no worker, no pool process and no image bytes. Waits end on a 10 ms grid (never
 outside the configured range), so the images due at one tick share a timer and
 settle together instead of one timer and one report each. An image that settles
 goes to the ``SettleSink`` (the job manager) with the others of its event-loop
-turn, in one call.
+turn, in one call. An image an open circuit turns away is parked with the
+fetcher, holding no worker either, and handed back to its job's turn when woken.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import random
@@ -20,7 +22,7 @@ from typing import Any, NamedTuple, Protocol
 
 from service.config import PipelineSettings
 from service.net.byte_budget import ByteBudget, ByteLease
-from service.net.downloader import FetchError, RetryLater
+from service.net.downloader import CircuitWait, FetchError, RetryLater
 from service.outcomes import FailureKind, ImageOutcome
 from service.pipeline.fair_queue import ImageTask, WorkSource
 from service.url_credentials import mask_credentials
@@ -43,9 +45,16 @@ GPU_WAIT_TICK = 0.01  # seconds; the grid GPU waits end on
 
 class Fetcher(Protocol):
     async def try_fetch(
-        self, url: str, attempt: int = 1, *, lease: ByteLease | None = None
+        self,
+        url: str,
+        attempt: int = 1,
+        *,
+        job: int = 0,
+        wait_until: float | None = None,
+        lease: ByteLease | None = None,
     ) -> bytes:
-        """One attempt: the bytes (``lease`` sized to them), ``RetryLater`` or ``FetchError``."""
+        """One attempt for an image of ``job``: the bytes (``lease`` sized to them),
+        ``RetryLater``, ``CircuitWait`` or ``FetchError``."""
         ...
 
 
@@ -108,11 +117,14 @@ class Pipeline:
         self._idle = asyncio.Event()
         self._idle.set()
         self.in_flight = 0
+        # Images waiting for an open circuit, parked with the fetcher.
+        self.circuit_waiting = 0
 
     @property
     def queued_images(self) -> int:
-        """Images admitted but not in flight, including those waiting out a retry backoff."""
-        return self._source.queued_images
+        """Images admitted but not in flight, including those waiting out a retry backoff
+        or for an open circuit."""
+        return self._source.queued_images + self.circuit_waiting
 
     def start(self) -> None:
         if self._clock is None:
@@ -159,20 +171,36 @@ class Pipeline:
             if isinstance(outcome, RetryLater):
                 self._source.retry_later(task.next_attempt(), outcome.delay)
                 self._maybe_idle()
+            elif isinstance(outcome, CircuitWait):
+                # No attempt spent: the image was never sent.
+                self.circuit_waiting += 1
+                outcome.park(functools.partial(self._unpark, task.waiting_until(outcome.until)))
+                self._maybe_idle()
             elif outcome.error is None:
                 self._wait_gpu(task, outcome)
             else:
                 self._settle(SettledImage(task, outcome))
 
-    async def _process(self, task: ImageTask) -> ImageOutcome | RetryLater:
+    def _unpark(self, task: ImageTask) -> bool:
+        self.circuit_waiting -= 1
+        # Once the workers are stopped, a late wake-up has nobody to hand the image to.
+        return bool(self._workers) and self._source.requeue(task)
+
+    async def _process(self, task: ImageTask) -> ImageOutcome | RetryLater | CircuitWait:
         # The image's bytes count against the budget from download until measured.
         # (A with-block here, not a helper coroutine: every resume of a download
         # passes through each frame on the stack.)
         with self.byte_budget.lease() as lease:
             try:
-                data = await self._fetcher.try_fetch(task.url, task.attempt, lease=lease)
+                data = await self._fetcher.try_fetch(
+                    task.url,
+                    task.attempt,
+                    job=task.job_id,
+                    wait_until=task.wait_until,
+                    lease=lease,
+                )
                 return await self._measurer.measure(data)
-            except RetryLater as later:
+            except (RetryLater, CircuitWait) as later:
                 return later
             except FetchError as exc:
                 return ImageOutcome.failed(exc.reason, exc.kind)

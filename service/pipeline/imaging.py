@@ -10,6 +10,7 @@ import os
 import signal
 import struct
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from io import BytesIO
 
@@ -129,6 +130,19 @@ def _measure(data: bytes, options: MeasureOptions) -> ImageOutcome:
         return ImageOutcome.measured(width, height)
 
 
-def measure_batch(images: list[bytes], options: MeasureOptions) -> list[ImageOutcome]:
-    """Measure several images in one pool call; one result per input, same order."""
-    return [measure_image(data, options) for data in images]
+def _ignore(index: int) -> None:
+    pass
+
+
+def measure_batch(
+    images: list[bytes], options: MeasureOptions, starting: Callable[[int], None] = _ignore
+) -> list[ImageOutcome]:
+    """Measure several images in one pool call; one result per input, same order.
+
+    ``starting(i)`` runs just before image i: the pool's decode deadline counts from it.
+    """
+    results: list[ImageOutcome] = []
+    for index, data in enumerate(images):
+        starting(index)
+        results.append(measure_image(data, options))
+    return results

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from tests.support.image_host import ImageHost
@@ -229,3 +230,102 @@ async def test_retry_of_a_job_with_nothing_to_retry_exits_2(
     code, _, err = await run_cli("--url", base_url(client), "retry", str(job_id))
     assert code == 2
     assert "nothing to retry" in err
+
+
+async def test_submit_wait_follows_the_job_s_live_events(
+    client: TestClient[Any, Any], image_host: ImageHost, tmp_path: Path
+) -> None:
+    job_file = write_payload(
+        tmp_path, visit("RP00001", image_host.url("/img/4x4.png"), image_host.url("/hold/5x5.png"))
+    )
+    # A poll every 1,000 s: only the stream can bring the end in time.
+    waiting = asyncio.create_task(
+        run_cli("--url", base_url(client), "submit", str(job_file), "--wait", "--interval", "1000")
+    )
+
+    async def following() -> bool | None:
+        async with client.get("/metrics") as response:
+            text = await response.text()
+        return True if "\nretail_pulse_event_streams_open 1.0\n" in text else None
+
+    await eventually(following)
+    await settled_images(client, 1)
+    image_host.release()
+    code, out, err = await waiting
+    assert code == 0, err
+    assert json.loads(out) == {"status": "completed", "job_id": 1}
+    assert "polling" not in err
+    assert err.rstrip().endswith("[" + "#" * 30 + "] 2/2 images")
+
+
+async def test_submit_wait_polls_when_the_stream_is_refused(
+    make_client: Any, make_settings: Any, image_host: ImageHost, tmp_path: Path
+) -> None:
+    client = await make_client(make_settings(max_event_streams=1))
+    job_file = write_payload(tmp_path, visit("RP00001", image_host.url("/img/4x4.png")))
+    async with client.get("/api/events") as taken:
+        assert taken.status == 200
+        code, out, err = await run_cli(
+            "--url", base_url(client), "submit", str(job_file), "--wait", "--interval", "0.05"
+        )
+    assert code == 0, err
+    assert json.loads(out) == {"status": "completed", "job_id": 1}
+    assert "live events unavailable (503 from" in err
+    assert "too many event streams open" in err
+    assert "polling instead" in err
+    assert err.rstrip().endswith("1/1 images")
+
+
+async def settled_images(client: TestClient[Any, Any], count: int) -> None:
+    async def reached() -> bool | None:
+        async with client.get("/api/jobs/1", params={"limit": "1"}) as response:
+            if response.status != 200:
+                return None
+            done: int = (await response.json())["progress"]["done"]
+        return True if done >= count else None
+
+    await eventually(reached)
+
+
+async def test_submit_wait_reopens_a_stream_that_ends_early_with_last_event_id(
+    aiohttp_server: Any, tmp_path: Path
+) -> None:
+    # A replica that stops ends its streams with a retry hint; the client comes back
+    # (here to the same address) with the last id it saw, and gets the rest.
+    seen_ids: list[str | None] = []
+
+    async def created(request: web.Request) -> web.Response:
+        return web.json_response({"job_id": 1}, status=201)
+
+    async def events(request: web.Request) -> web.StreamResponse:
+        seen_ids.append(request.headers.get("Last-Event-ID"))
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        if len(seen_ids) == 1:
+            progress = (
+                'id: 1-0-1\nevent: progress\ndata: {"job_id":1,"done":1,"failed":0,"total":2}'
+            )
+            await response.write(f"{progress}\n\n: shutdown\nretry: 10\n\n".encode())
+        else:
+            done = 'id: 1-0-2\nevent: done\ndata: {"status":"completed","job_id":1}'
+            await response.write(f"{done}\n\n".encode())
+        return response
+
+    async def detail(request: web.Request) -> web.Response:
+        progress = {"total": 2, "done": 2, "failed": 0}
+        return web.json_response({"job_id": 1, "status": "completed", "progress": progress})
+
+    app = web.Application()
+    app.router.add_post("/api/submit", created)
+    app.router.add_get("/api/jobs/1/events", events)
+    app.router.add_get("/api/jobs/1", detail)
+    server = await aiohttp_server(app)
+    job_file = write_payload(tmp_path, visit("RP00001", "http://n.test/1"))
+    code, out, err = await run_cli(
+        "--url", str(server.make_url("")).rstrip("/"), "submit", str(job_file), "--wait"
+    )
+    assert code == 0, err
+    assert json.loads(out) == {"status": "completed", "job_id": 1}
+    assert seen_ids == [None, "1-0-1"]
+    assert "polling" not in err
+    assert "1/2 images" in err

@@ -295,8 +295,12 @@ async def test_429_with_retry_after_succeeds_through_fetch(
 async def test_circuit_opens_per_origin_after_consecutive_failures(
     make_downloader: MakeDownloader, image_host: ImageHost, fault_host: FaultHost
 ) -> None:
+    # No wait for the circuit: a refused image fails at once.
     downloader = make_downloader(
-        retry_attempts=1, circuit_breaker_threshold=3, circuit_breaker_cool_down=300.0
+        retry_attempts=1,
+        circuit_breaker_threshold=3,
+        circuit_breaker_cool_down=300.0,
+        breaker_wait_max=0.0,
     )
     failing = image_host.url("/status/503")
     for _ in range(3):
@@ -319,8 +323,12 @@ async def test_a_failing_port_does_not_open_the_circuit_for_another_port_on_the_
     dead = await aiohttp_server(build_image_host_app(dead_requests))
     assert dead.host == image_host.server.host == "127.0.0.1"
     assert dead.port != image_host.server.port
+    # No wait for the circuit: a refused image fails at once.
     downloader = make_downloader(
-        retry_attempts=1, circuit_breaker_threshold=3, circuit_breaker_cool_down=300.0
+        retry_attempts=1,
+        circuit_breaker_threshold=3,
+        circuit_breaker_cool_down=300.0,
+        breaker_wait_max=0.0,
     )
     failing = f"http://127.0.0.1:{dead.port}/status/503"
     for _ in range(3):
@@ -361,7 +369,7 @@ async def test_half_open_probe_reaches_the_host_and_closes_the_circuit(
     make_settings: Callable[..., Settings], fault_host: FaultHost
 ) -> None:
     now = [0.0]
-    settings = make_settings(retry_attempts=1)
+    settings = make_settings(retry_attempts=1, breaker_wait_max=0.0)
     breaker = CircuitBreaker(threshold=2, cool_down=30.0, clock=lambda: now[0])
     async with create_client_session(settings.download) as session:
         downloader = Downloader(session, settings.download, breaker=breaker)

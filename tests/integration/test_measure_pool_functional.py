@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -13,8 +15,10 @@ import pytest
 from service.config import Settings
 from service.outcomes import ImageOutcome
 from service.pipeline.measure_pool import MeasurePool
+from service.pipeline.watchdog import is_stopped
 from tests.support import pool_faults
 from tests.support.images import make_image
+from tests.support.processes import pid_alive
 
 
 async def started_pool(
@@ -88,3 +92,60 @@ async def test_batches_also_stop_at_the_byte_budget(tmp_path: Path) -> None:
         await pool.close()
     # Up to the budget (two images), never the eight the count cap allows.
     assert sizes == [1, 2, 2, 1]
+
+
+async def test_close_does_not_wait_for_a_stopped_worker() -> None:
+    pool = await started_pool()
+    (worker,) = pool._executor._processes
+    os.kill(worker, signal.SIGSTOP)  # idle, and deaf to the shutdown sentinel
+    try:
+        deadline = time.monotonic() + 10
+        while not is_stopped(worker):  # the signal takes effect when it is next scheduled
+            assert time.monotonic() < deadline, "the worker never stopped"
+            await asyncio.sleep(0.01)
+        # A deadline against a hang, far above the time close() needs.
+        await asyncio.wait_for(pool.close(), 30)
+        assert not pid_alive(worker)
+    finally:
+        if pid_alive(worker):
+            os.kill(worker, signal.SIGKILL)
+
+
+async def test_idle_workers_share_the_queue_after_a_rebuild(tmp_path: Path) -> None:
+    # Two workers each hold an image past the deadline while two more images queue:
+    # one that will hold too, then a good one. The watchdog's rebuild leaves both
+    # workers idle at once; the good image must not wait behind the slow one.
+    pool = await started_pool(workers=2, decode_timeout=1.0)
+    try:
+        held = [
+            asyncio.ensure_future(pool.measure(pool_faults.hold_always(tmp_path / f"held{n}")))
+            for n in (1, 2)
+        ]
+        await asyncio.sleep(0)
+        slow = asyncio.ensure_future(pool.measure(pool_faults.hold_always(tmp_path / "slow")))
+        good = asyncio.ensure_future(pool.measure(make_image(6, 9, "png")))
+        await asyncio.sleep(0)
+        assert pool.queued == 2
+
+        assert await asyncio.wait_for(good, 30) == ImageOutcome.measured(6, 9)
+        assert not slow.done()
+        timed_out = "decode took longer than 1 s"
+        assert (await asyncio.wait_for(slow, 30)).error == timed_out
+        assert [(await call).error for call in held] == [timed_out] * 2
+    finally:
+        await pool.close()
+
+
+async def test_a_ping_gets_past_a_stopped_idle_worker() -> None:
+    # What /readyz does: a stopped worker would hold the ping up for good.
+    pool = await started_pool(decode_timeout=1.0)
+    (worker,) = pool._executor._processes
+    os.kill(worker, signal.SIGSTOP)
+    try:
+        assert await asyncio.wait_for(pool.ping(), 30)
+        assert not pid_alive(worker)
+        assert pool.rebuilds == 1
+    finally:
+        if pid_alive(worker):
+            os.kill(worker, signal.SIGKILL)
+        await pool.close()

@@ -113,6 +113,10 @@ async def test_real_responses_validate_against_the_document(
         (f"/api/jobs/{job_id}/results?format=xml", 400),
         ("/api/jobs/999/results", 404),
         ("/api/jobs/999/results?format=csv", 404),
+        # The job has ended: its stream sends the done event and ends.
+        (f"/api/jobs/{job_id}/events", 200),
+        ("/api/jobs/999/events", 404),
+        ("/api/jobs/abc/events", 400),
         ("/healthz", 200),
         ("/readyz", 200),
         ("/api/stats", 200),
@@ -138,6 +142,21 @@ async def test_contract_checker_catches_an_undocumented_shape(
     checker = ContractChecker(document)
     with pytest.raises(InvalidData):
         await checker.check(await client.get("/healthz"))
+
+
+async def test_contract_checker_checks_each_event_of_a_stream(
+    client: TestClient[Any, Any],
+) -> None:
+    created = await client.post("/api/submit", json=payload(visit("NOPE", "http://n.test/1")))
+    job_id = (await created.json())["job_id"]
+    await wait_for_status(client, job_id)
+    path = f"/api/jobs/{job_id}/events"
+    document = await _document(client)
+    await ContractChecker(document).check(await client.get(path))
+    stream = document["paths"]["/api/jobs/{job_id}/events"]["get"]["responses"]["200"]
+    stream["content"]["text/event-stream"]["schema"]["properties"]["event"]["enum"] = ["progress"]
+    with pytest.raises(InvalidData):
+        await ContractChecker(document).check(await client.get(path))
 
 
 async def test_docs_page_loads_its_assets_from_the_service(client: TestClient[Any, Any]) -> None:

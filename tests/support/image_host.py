@@ -10,7 +10,8 @@ Paths:
   /redirect-to?url=<u>            a redirect to u
   /hold/<W>x<H>.<ext>             an image once the test calls ``release()``
   /basic-auth/<W>x<H>.<ext>       an image with HTTP Basic auth as BASIC_AUTH, else 401
-Every request's path is recorded in ``requests``.
+Every request's path is recorded in ``requests``. While the host is down
+(``go_down()`` until ``come_back()``), every path answers 503.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from aiohttp import encode_basic_auth, web
 from aiohttp.test_utils import TestServer
 
 from tests.support.images import make_image, truncated
 
-__all__ = ["BASIC_AUTH", "ImageHost", "build_image_host_app"]
+__all__ = ["BASIC_AUTH", "ImageHost", "Outage", "build_image_host_app"]
 
 # The user and password /basic-auth/ wants; not in its path, so a test can check
 # that the password shows nowhere.
@@ -51,14 +53,28 @@ def _image_response(name: str, cut: bool = False) -> web.Response:
     )
 
 
-def build_image_host_app(requests: list[str], gate: asyncio.Event | None = None) -> web.Application:
+@dataclass(slots=True)
+class Outage:
+    """Whether the whole host is down, and how many requests it turned away so far."""
+
+    down: bool = False
+    refused: int = 0
+
+
+def build_image_host_app(
+    requests: list[str], gate: asyncio.Event | None = None, outage: Outage | None = None
+) -> web.Application:
     held = gate or asyncio.Event()
+    state = outage or Outage()
 
     @web.middleware
     async def record(
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
         requests.append(request.path)
+        if state.down:
+            state.refused += 1
+            return web.Response(status=503)
         return await handler(request)
 
     async def image(request: web.Request) -> web.Response:
@@ -112,11 +128,23 @@ class ImageHost:
     """A running image host: ``url(path)`` builds absolute URLs to it."""
 
     def __init__(
-        self, server: TestServer, requests: list[str], gate: asyncio.Event | None = None
+        self,
+        server: TestServer,
+        requests: list[str],
+        gate: asyncio.Event | None = None,
+        outage: Outage | None = None,
     ) -> None:
         self.server = server
         self.requests = requests
         self.gate = gate or asyncio.Event()
+        self.outage = outage or Outage()
+
+    def go_down(self) -> None:
+        """Answer 503 on every path until ``come_back``."""
+        self.outage.down = True
+
+    def come_back(self) -> None:
+        self.outage.down = False
 
     def release(self) -> None:
         """Let every /hold/ request, waiting or future, answer."""

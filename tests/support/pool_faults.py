@@ -7,6 +7,7 @@ deterministic that the test can act on, such as waiting to be killed:
                              pid file already exists, answer 1x1 instead
   b"hold-always <pid file>"  write the worker's pid to "<pid file>.<n>" and wait
   b"wait-for <path>"         keep the worker busy until ``path`` exists, then answer 2x2
+  b"count <path>"            append a line to ``path`` (one per attempt), then answer 4x4
   b"fails-in-company"        make the whole call raise unless it is alone, then answer 3x3
 Anything else is measured by the real code.
 """
@@ -15,13 +16,21 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from service.outcomes import FailureKind, ImageOutcome
 from service.pipeline import imaging
 from service.pipeline.imaging import MeasureOptions
 
-__all__ = ["FAILS_IN_COMPANY", "hold_always", "hold_once", "measure_batch", "wait_for"]
+__all__ = [
+    "FAILS_IN_COMPANY",
+    "count",
+    "hold_always",
+    "hold_once",
+    "measure_batch",
+    "wait_for",
+]
 
 FAILS_IN_COMPANY = b"fails-in-company"
 
@@ -39,6 +48,10 @@ def hold_always(pid_file: Path) -> bytes:
 
 def wait_for(path: Path) -> bytes:
     return f"wait-for {path}".encode()
+
+
+def count(path: Path) -> bytes:
+    return f"count {path}".encode()
 
 
 def _write_pid(path: Path) -> None:
@@ -75,12 +88,26 @@ def _run(data: bytes, options: MeasureOptions) -> ImageOutcome:
         while not gate.exists() and time.monotonic() < deadline:
             time.sleep(0.02)
         return ImageOutcome.measured(2, 2)
+    if command == b"count":
+        with Path(argument.decode()).open("a") as attempts:
+            attempts.write("measured\n")
+        return ImageOutcome.measured(4, 4)
     if data == FAILS_IN_COMPANY:
         return ImageOutcome.measured(3, 3)
     return imaging.measure_image(data, options)
 
 
-def measure_batch(images: list[bytes], options: MeasureOptions) -> list[ImageOutcome]:
+def _ignore(index: int) -> None:
+    pass
+
+
+def measure_batch(
+    images: list[bytes], options: MeasureOptions, starting: Callable[[int], None] = _ignore
+) -> list[ImageOutcome]:
     if FAILS_IN_COMPANY in images and len(images) > 1:
         raise ValueError("the whole call fails, as an unpicklable result would")
-    return [_run(data, options) for data in images]
+    results: list[ImageOutcome] = []
+    for index, data in enumerate(images):
+        starting(index)  # as the real batch function does: the deadline counts from here
+        results.append(_run(data, options))
+    return results

@@ -121,12 +121,30 @@ def test_example_body_matches_the_response_schema(
     item: dict[str, Any], example: dict[str, Any]
 ) -> None:
     path = _path(example["originalRequest"])
+    if path.endswith("/events") and example["code"] == 200:
+        _check_event_stream(example["body"])
+        return
     body = json.loads(example["body"])
     schema = _response_schema(path, example["code"])
     if schema is None:
         assert body == {}
     else:
         assert schema.validate(body) == {}
+
+
+def _check_event_stream(text: str) -> None:
+    """An event stream example: each event's data is what its kind carries."""
+    assert text.endswith("\n\n")
+    for block in text.strip("\n").split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.split("\n"))
+        assert set(fields) == {"id", "event", "data"}, block
+        data = json.loads(fields["data"])
+        assert fields["id"].startswith(f"{data['job_id']}-")
+        if fields["event"] == "done":
+            assert StatusSchema().validate(data) == {}
+        else:
+            assert fields["event"] == "progress"
+            assert set(data) == {"job_id", "done", "failed", "total"}
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,7 @@ from service.outcomes import FailureKind
         (FailureKind.TOO_LARGE, "image larger than 25000000 bytes", "too_large"),
         (FailureKind.PIXELS, "image too large: 90000x90000", "too_large"),
         (FailureKind.TOO_MANY_SCANS, "too many JPEG scans (more than 100)", "too_many_scans"),
+        (FailureKind.DECODE_TIMEOUT, "decode took longer than 10 s", "decode_timeout"),
         (FailureKind.REDIRECT_REFUSED, "too many redirects (more than 5)", "redirects"),
         (FailureKind.INVALID_URL, "invalid URL: http://[::1", "invalid_url"),
         (FailureKind.NOT_AN_IMAGE, "not an image (unrecognised format)", "not_image"),

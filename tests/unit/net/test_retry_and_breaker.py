@@ -76,62 +76,62 @@ def test_breaker_opens_after_threshold_consecutive_failures_per_key() -> None:
     clock = Clock()
     breaker = CircuitBreaker(threshold=3, cool_down=30.0, clock=clock)
     for _ in range(2):
-        breaker.record_failure("a")
-    assert breaker.allow("a")
+        breaker.record_failure("a", 1)
+    assert breaker.allow("a", 1)
     breaker.record_success("a")  # the run of failures is broken
     for _ in range(2):
-        breaker.record_failure("a")
+        breaker.record_failure("a", 1)
     assert breaker.state("a") is CircuitState.CLOSED
-    breaker.record_failure("a")
+    breaker.record_failure("a", 1)
     assert breaker.state("a") is CircuitState.OPEN
-    assert not breaker.allow("a")
-    assert breaker.allow("b")  # other keys unaffected
+    assert not breaker.allow("a", 1)
+    assert breaker.allow("b", 1)  # other keys unaffected
 
 
 def test_breaker_lets_one_probe_through_after_the_cool_down() -> None:
     clock = Clock()
     breaker = CircuitBreaker(threshold=1, cool_down=30.0, clock=clock)
-    breaker.record_failure("a")
+    breaker.record_failure("a", 1)
     clock.now = 29.9
-    assert not breaker.allow("a")
+    assert not breaker.allow("a", 1)
     clock.now = 30.0
     assert breaker.state("a") is CircuitState.HALF_OPEN
-    assert breaker.allow("a")  # the probe
-    assert not breaker.allow("a")  # everyone else waits for its verdict
+    assert breaker.allow("a", 1)  # the probe
+    assert not breaker.allow("a", 1)  # everyone else waits for its verdict
     breaker.record_success("a")
     assert breaker.state("a") is CircuitState.CLOSED
-    assert breaker.allow("a")
+    assert breaker.allow("a", 1)
 
 
 def test_failed_probe_reopens_for_another_cool_down() -> None:
     clock = Clock()
     breaker = CircuitBreaker(threshold=5, cool_down=10.0, clock=clock)
     for _ in range(5):
-        breaker.record_failure("a")
+        breaker.record_failure("a", 1)
     clock.now = 10.0
-    assert breaker.allow("a")
-    breaker.record_failure("a")  # one failure is enough in half-open
+    assert breaker.allow("a", 1)
+    breaker.record_failure("a", 1)  # one failure is enough in half-open
     assert breaker.state("a") is CircuitState.OPEN
     clock.now = 19.9
-    assert not breaker.allow("a")
+    assert not breaker.allow("a", 1)
     clock.now = 20.0
-    assert breaker.allow("a")
+    assert breaker.allow("a", 1)
 
 
 def test_released_probe_lets_the_next_caller_probe() -> None:
     clock = Clock()
     breaker = CircuitBreaker(threshold=1, cool_down=1.0, clock=clock)
-    breaker.record_failure("a")
+    breaker.record_failure("a", 1)
     clock.now = 1.0
-    assert breaker.allow("a")
+    assert breaker.allow("a", 1)
     breaker.release("a")
-    assert breaker.allow("a")
+    assert breaker.allow("a", 1)
 
 
 def test_breaker_table_is_bounded() -> None:
     breaker = CircuitBreaker(threshold=5, cool_down=1.0, max_origins=3)
     for number in range(10):
-        breaker.record_failure(f"host-{number}.example")
+        breaker.record_failure(f"host-{number}.example", 1)
     assert len(breaker) == 3
 
 
