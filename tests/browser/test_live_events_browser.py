@@ -8,7 +8,9 @@ body), so the page's side of the stream is tested on its own.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -26,7 +28,9 @@ KEY = "stream-key"
 class StandIn:
     """The few routes the jobs view reads, and an event stream fed by the test."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, stream: bool = True) -> None:
+        self.stream = stream
+        self.list_times: list[float] = []
         self.chunks: asyncio.Queue[str] = asyncio.Queue()
         self.job = {
             "job_id": 7,
@@ -54,11 +58,13 @@ class StandIn:
         return web.json_response(body)
 
     async def openapi(self, request: web.Request) -> web.Response:
-        return web.json_response({"openapi": "3.0.3", "paths": {"/api/events": {"get": {}}}})
+        paths = {"/api/events": {"get": {}}} if self.stream else {"/api/jobs": {"get": {}}}
+        return web.json_response({"openapi": "3.0.3", "paths": paths})
 
     async def jobs(self, request: web.Request) -> web.Response:
         assert request.headers.get("X-API-Key") == KEY
         self.list_calls += 1
+        self.list_times.append(time.monotonic())
         return web.json_response({"jobs": [self.job], "next_before": None})
 
     async def events(self, request: web.Request) -> web.StreamResponse:
@@ -181,3 +187,25 @@ async def test_the_parsers_take_what_a_stream_and_a_spreadsheet_send(
         {"store_id": "S2", "image_url": ["http://h/c"], "visit_time": 'say "hi"'},
     ]
     assert "missing: image_url, visit_time" in visits["missing"]
+
+
+async def test_without_a_stream_the_page_polls_at_most_once_a_second(
+    aiohttp_server: Any, open_dashboard: Callable[..., Any]
+) -> None:
+    stand_in = StandIn(stream=False)
+    server = await aiohttp_server(stand_in.app())
+    dashboard: Dashboard = await open_dashboard(str(server.make_url("/")))
+    page = dashboard.page
+    await page.goto(str(server.make_url("/ui/")))
+    await page.get_by_label("API key").fill(KEY)
+    await page.get_by_role("button", name="Use this key").click()
+    await page.get_by_text("Live: polling every second").wait_for()
+    # The job moves on the service; the page finds out by asking again.
+    for done in (2, 5, 9):
+        stand_in.job = {**stand_in.job, "progress": {"total": 10, "done": done, "failed": 0}}
+        await page.locator('#jobs tr[data-job="7"]', has_text=f"{done} / 10").wait_for()
+    # Never faster than once a second (slowness can only widen the gaps).
+    gaps = [later - earlier for earlier, later in itertools.pairwise(stand_in.list_times)]
+    assert len(gaps) >= 2
+    assert min(gaps[1:]) >= 0.9, gaps
+    assert stand_in.streams == []
