@@ -124,7 +124,8 @@ function span(secondsValue) {
 
 function age(job, now = Date.now()) {
   const elapsed = Math.max(0, (now - Date.parse(job.created_at)) / 1000);
-  return `${span(Math.round(elapsed))} ago`;
+  // Whole seconds: an age that ticks in tenths would redraw the list for nothing.
+  return `${elapsed < 60 ? `${Math.floor(elapsed)} s` : span(elapsed)} ago`;
 }
 
 function rate(job, now = Date.now()) {
