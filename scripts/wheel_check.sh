@@ -2,8 +2,8 @@
 # `make wheel-check`: the container's install path, checked without Docker.
 # Builds a wheel from the committed tree (a clean checkout, as `git archive` gives it),
 # installs it into a fresh venv, starts the installed service from a directory outside the
-# source tree, checks /healthz, runs one job against a loopback image server, then stops
-# it with SIGTERM and requires exit code 0.
+# source tree, checks /healthz and the dashboard's files, runs one job against a loopback
+# image server, then stops it with SIGTERM and requires exit code 0.
 # Usage: scripts/wheel_check.sh PYTHON   (the project venv's python: builds, serves images)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -102,6 +102,21 @@ if ! "$PYTHON" scripts/healthcheck.py "$base_url/healthz" --wait 30 --pid "$serv
     exit 1
 fi
 echo "wheel-check: /healthz is ok"
+# The dashboard is package data: served from the installed wheel, not from a checkout.
+if ! "$PYTHON" - "$base_url" <<'PY'
+import sys
+import urllib.request
+
+for path in ("/ui/", "/ui/app.js", "/ui/api.js", "/ui/csv.js", "/ui/app.css", "/ui/favicon.svg"):
+    with urllib.request.urlopen(sys.argv[1] + path, timeout=10) as response:
+        if response.status != 200 or not response.read():
+            raise SystemExit(f"wheel-check: {path} answered {response.status} or nothing")
+print("wheel-check: the dashboard's files are served from the installed wheel")
+PY
+then
+    cat "$work/service.log" >&2
+    exit 1
+fi
 if ! "$PYTHON" scripts/smoke_job.py "$base_url" "$image_base"; then
     cat "$work/service.log" >&2
     exit 1

@@ -16,6 +16,7 @@ from aiohttp.typedefs import Middleware
 
 from service.api import keys
 from service.api.auth import api_key_middleware
+from service.api.auth import routes as auth_routes
 from service.api.connections import ConnectionGuard, ServiceRunner, raise_open_file_limit
 from service.api.events import routes as event_routes
 from service.api.jobs import routes
@@ -25,12 +26,14 @@ from service.api.openapi import routes as openapi_routes
 from service.api.ops import routes as ops_routes
 from service.api.results import routes as results_routes
 from service.api.schemas import SubmitSchema
+from service.api.ui import routes as ui_routes
 from service.config import ConfigError, Settings, load_config
-from service.jobs.backends import create_store, create_work_queue
+from service.jobs.backends import create_stats, create_store, create_work_queue
 from service.jobs.claims import ClaimingQueue
 from service.jobs.events import EventHub
 from service.jobs.manager import JobManager, JobObserver
 from service.jobs.observers import JobObservers
+from service.jobs.stats import ThroughputMeter
 from service.jobs.store import StoreOpenError
 from service.jobs.telemetry import JobTelemetry
 from service.jobs.webhooks import WebhookWorker
@@ -91,6 +94,7 @@ def create_app(
     )
     app[keys.METRICS] = Metrics()
     app[keys.METRICS].name_replica(replica.id.hex, replica.name, replica.host, replica.pid)
+    app[keys.THROUGHPUT] = ThroughputMeter()
     app[keys.OPENAPI] = build_openapi(settings)
     app.cleanup_ctx.append(client_session_ctx)
     # Opened before the pool starts: a store that cannot open fails the start at once.
@@ -101,11 +105,14 @@ def create_app(
     app.on_shutdown.append(end_event_streams)
     app.cleanup_ctx.append(webhooks_ctx)
     app.cleanup_ctx.append(job_manager_ctx)
+    app.cleanup_ctx.append(stats_ctx)
     app.add_routes(routes)
     app.add_routes(event_routes)
     app.add_routes(results_routes)
     app.add_routes(ops_routes)
     app.add_routes(openapi_routes)
+    app.add_routes(auth_routes)
+    app.add_routes(ui_routes)
     return app
 
 
@@ -191,7 +198,10 @@ async def job_manager_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     store = app[keys.JOB_STORE]
     queue = create_work_queue(store, settings.store, settings.max_in_flight)
-    observers: list[JobObserver] = [JobTelemetry(metrics), app[keys.EVENT_HUB]]
+    observers: list[JobObserver] = [
+        JobTelemetry(metrics, app[keys.THROUGHPUT]),
+        app[keys.EVENT_HUB],
+    ]
     if keys.WEBHOOKS in app:
         # A job that ended wakes the worker: its delivery is committed by then.
         observers.append(app[keys.WEBHOOKS])
@@ -219,6 +229,16 @@ async def job_manager_ctx(app: web.Application) -> AsyncIterator[None]:
         await manager.close()
         await pipeline.close()
         await queue.close()
+
+
+async def stats_ctx(app: web.Application) -> AsyncIterator[None]:
+    stats = create_stats(app[keys.JOB_STORE], app[keys.THROUGHPUT], app[keys.PIPELINE])
+    app[keys.STATS] = stats
+    stats.start()
+    try:
+        yield
+    finally:
+        await stats.close()
 
 
 async def drain(app: web.Application, cut_short: asyncio.Event | None = None) -> None:

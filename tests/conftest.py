@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestClient
 from service.app import create_app
 from service.config import Settings
 from service.logging_setup import stop_logging
+from tests.support.browser import version_note
 from tests.support.fault_host import FaultHost
 from tests.support.image_host import ImageHost, Outage, build_image_host_app
 from tests.support.postgres import fresh_database
@@ -27,6 +28,11 @@ STORE_MASTER_CSV = """AreaCode,StoreName,StoreID
 7100017,"SUN, MOON & STARS KIRANA",S01408764
 7100018,CORNER SHOP,S00000003
 """
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    # Which Playwright drives which Chromium, said at the start of every run.
+    return version_note()
 
 
 @pytest.fixture

@@ -172,10 +172,21 @@ async def job_detail(request: web.Request) -> web.Response:
     page = _page_query_schema.load(dict(request.query))
     limit = page_limit(request, page.get("limit"))
     manager = request.app[keys.JOB_MANAGER]
-    found = await manager.rows(job_id, page["offset"], limit)
+    offset = page["offset"]
+    if page["failed"]:
+        # One more than the page: the next failed image's index is where the next page starts.
+        found = await manager.failed_rows(job_id, offset, limit + 1)
+    else:
+        found = await manager.rows(job_id, offset, limit)
     if found is None:
         raise NotFound(f"job {job_id} not found")
     summary, rows = found
+    if page["failed"]:
+        next_offset = rows[limit].index if len(rows) > limit else None
+        rows = rows[:limit]
+    else:
+        end = offset + len(rows)
+        next_offset = end if rows and end < summary.total else None
     delivery = await manager.delivery(job_id)
     body = _detail_schema.dump(
         {
@@ -184,8 +195,9 @@ async def job_detail(request: web.Request) -> web.Response:
             "created_at": summary.created_at,
             "finished_at": summary.finished_at,
             "progress": {"total": summary.total, "done": summary.done, "failed": summary.failed},
-            "offset": page["offset"],
+            "offset": offset,
             "limit": limit,
+            "next_offset": next_offset,
             "results": rows,
             "delivery": delivery,
         }

@@ -12,6 +12,7 @@ from service.api.schemas import SubmitSchema
 from service.config import Settings
 from service.jobs.events import EventHub
 from service.jobs.manager import JobManager
+from service.jobs.stats import StatsSource, ThroughputMeter
 from service.jobs.store import JobStore
 from service.jobs.webhooks import WebhookWorker
 from service.metrics import Metrics
@@ -32,8 +33,10 @@ __all__ = [
     "PIPELINE",
     "REPLICA",
     "SETTINGS",
+    "STATS",
     "STORE_MASTER",
     "SUBMIT_SCHEMA",
+    "THROUGHPUT",
     "WEBHOOKS",
     "WEBHOOK_RESOLVER",
 ]
@@ -57,5 +60,9 @@ METRICS = web.AppKey("metrics", Metrics)
 WEBHOOKS = web.AppKey("webhooks", WebhookWorker)
 # Optional: the resolver behind the webhook session's guard (tests set a scripted one).
 WEBHOOK_RESOLVER = web.AppKey("webhook_resolver", AbstractResolver)
+# Images settled per 5 seconds (a test may replace it, with its own clock, before startup).
+THROUGHPUT = web.AppKey("throughput", ThroughputMeter)
+# Where GET /api/stats reads the service's figures.
+STATS = web.AppKey("stats", StatsSource)
 # The OpenAPI document, built once per app from the schemas and the settings.
 OPENAPI = web.AppKey("openapi", dict[str, Any])

@@ -13,6 +13,7 @@ from service.api import keys
 from service.api.auth import is_open
 from service.api.errors import NotFound
 from service.api.schemas import (
+    AuthSchema,
     EmptySchema,
     ErrorSchema,
     HealthSchema,
@@ -26,10 +27,12 @@ from service.api.schemas import (
     ResultsPageSchema,
     ResultsQuerySchema,
     RetryAcceptedSchema,
+    StatsSchema,
     StatusSchema,
     SubmitSchema,
     WebhookBodySchema,
 )
+from service.api.ui import UI_ASSETS
 from service.config import Settings
 
 __all__ = ["DOCS_ASSETS", "build_openapi", "routes"]
@@ -255,7 +258,9 @@ def _operations(settings: Settings) -> dict[str, dict[str, Any]]:
             "get": {
                 "summary": "Recent jobs, newest first, with status and progress",
                 "description": f"`limit` defaults to {settings.default_page_size} and is "
-                f"capped at {settings.max_page_size}.",
+                f"capped at {settings.max_page_size}. Paged by cursor: `next_before` is the "
+                "`before` of the next (older) page, and null on the last one; a job "
+                "created meanwhile never shifts a page.",
                 "operationId": "listJobs",
                 "parameters": [{"in": "query", "schema": JobListQuerySchema}],
                 "responses": {
@@ -268,6 +273,11 @@ def _operations(settings: Settings) -> dict[str, dict[str, Any]]:
         "/api/jobs/{job_id}": {
             "get": {
                 "summary": "A job's status, progress, store errors and a page of results",
+                "description": "Results in submission order from image `offset`; "
+                "`next_offset` is the next page's `offset`, null on the last page. With "
+                "`failed=true`, only failed images from image `offset` on (each row's "
+                "`index` says where it is), read through an index of failed images; "
+                "`next_offset` is then the index of the next failed image.",
                 "operationId": "jobDetail",
                 "parameters": [_JOB_ID, {"in": "query", "schema": PageQuerySchema}],
                 "responses": {
@@ -394,6 +404,33 @@ def _operations(settings: Settings) -> dict[str, dict[str, Any]]:
                 "responses": {"200": _json(ReplicaListSchema, "The replicas.")},
             }
         },
+        "/api/stats": {
+            "get": {
+                "summary": "The dashboard's figures: throughput, work in hand, failures by kind",
+                "description": "`images_per_second` covers the last five minutes, one point "
+                "per 5-second bucket: `[end of the bucket in Unix seconds, images settled per "
+                "second in it]`, oldest first. `in_flight` images are being downloaded or "
+                "measured, `queued` ones are taken in but not started, `pending` ones are "
+                "accepted and not settled (what admission control counts). "
+                "`failures_by_kind` counts the failed images of the last five minutes. On "
+                "PostgreSQL every figure is the sum over the live replicas (each writes its "
+                "own every 5 seconds), so any replica answers alike; `ready` is the answering "
+                "replica's readiness, with its `reason` when not ready.",
+                "operationId": "stats",
+                "responses": {"200": _json(StatsSchema, "The figures."), "503": _ERROR_503},
+            }
+        },
+        "/api/auth": {
+            "get": {
+                "summary": "Whether the API needs a key (open; says nothing else)",
+                "description": "`key_required` is true when `api_key` is set. A request that "
+                "carries a key (`X-API-Key` or a bearer token) also gets `key_valid`: "
+                "whether it is the right one. The dashboard asks this before its first data "
+                "call, so a missing or mistyped key never costs a 401.",
+                "operationId": "auth",
+                "responses": {"200": _json(AuthSchema, "Whether a key is needed.")},
+            }
+        },
         "/metrics": {
             "get": {
                 "summary": "Prometheus metrics in the text exposition format",
@@ -413,6 +450,47 @@ def _operations(settings: Settings) -> dict[str, dict[str, Any]]:
                 "summary": "Interactive API documentation (Swagger UI)",
                 "operationId": "docs",
                 "responses": {"200": _text("text/html", "The docs page.")},
+            }
+        },
+        "/ui": {
+            "get": {
+                "summary": "The dashboard, without its trailing slash: a redirect to /ui/",
+                "operationId": "dashboardRedirect",
+                "responses": {"301": {"description": "Moved to /ui/."}},
+            }
+        },
+        "/ui/": {
+            "get": {
+                "summary": "The operator's dashboard (open; its data calls carry the key)",
+                "description": "Jobs with live progress, one job's images and failed stores, "
+                "the service's throughput, and a submit form. Served with a strict "
+                "`Content-Security-Policy`.",
+                "operationId": "dashboard",
+                "responses": {"200": _text("text/html", "The page.")},
+            }
+        },
+        "/ui/{name}": {
+            "get": {
+                "summary": "A static file of the dashboard",
+                "operationId": "dashboardAsset",
+                "parameters": [
+                    {
+                        "in": "path",
+                        "name": "name",
+                        "required": True,
+                        "schema": {"type": "string", "enum": sorted(UI_ASSETS)},
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The file.",
+                        "content": {
+                            media_type.split(";")[0]: {"schema": {"type": "string"}}
+                            for media_type in sorted(set(UI_ASSETS.values()))
+                        },
+                    },
+                    "404": _json(ErrorSchema, "No such file."),
+                },
             }
         },
         "/api/docs/assets/{name}": {

@@ -1,5 +1,5 @@
-"""Operator routes: ``/readyz`` (can this instance do work?), ``/metrics`` (Prometheus) and
-``/api/replicas`` (who serves the job store)."""
+"""Operator routes: ``/readyz`` (can this instance do work?), ``/metrics`` (Prometheus),
+``/api/replicas`` (who serves the job store) and ``/api/stats`` (the dashboard's figures)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 from aiohttp import web
 
 from service.api import keys
-from service.api.schemas import ReadySchema, ReplicaListSchema
+from service.api.schemas import ReadySchema, ReplicaListSchema, StatsSchema
 from service.jobs.queries import moment
 from service.metrics import CONTENT_TYPE_LATEST
 
@@ -19,6 +19,7 @@ routes = web.RouteTableDef()
 
 _ready_schema = ReadySchema()
 _replicas_schema = ReplicaListSchema()
+_stats_schema = StatsSchema()
 
 
 async def readiness_problem(app: web.Application) -> str | None:
@@ -88,6 +89,24 @@ async def replicas(request: web.Request) -> web.Response:
         ]
     }
     return web.json_response(_replicas_schema.dump(body))
+
+
+@routes.get("/api/stats")
+async def stats(request: web.Request) -> web.Response:
+    figures = await request.app[keys.STATS].read()
+    problem = await readiness_problem(request.app)
+    body: dict[str, object] = {
+        "ready": problem is None,
+        "images_per_second": [[end, rate] for end, rate in figures.images_per_second],
+        "in_flight": figures.in_flight,
+        "queued": figures.queued,
+        "pending": figures.pending,
+        "failures_by_kind": figures.failures_by_kind,
+        "replicas": figures.replicas,
+    }
+    if problem is not None:
+        body["reason"] = problem
+    return web.json_response(_stats_schema.dump(body))
 
 
 @routes.get("/metrics")

@@ -65,8 +65,13 @@ async def list_jobs(request: web.Request) -> web.Response:
     query = _list_query_schema.load(dict(request.query))
     limit = page_limit(request, query.get("limit"))
     status = JobStatus(query["status"]) if "status" in query else None
-    summaries = await request.app[keys.JOB_MANAGER].recent(limit, status)
-    body = {"jobs": [_summary_body(summary) for summary in summaries]}
+    # One more than the page: whether an older page exists, without a count.
+    summaries = await request.app[keys.JOB_MANAGER].recent(limit + 1, status, query.get("before"))
+    page = summaries[:limit]
+    body = {
+        "jobs": [_summary_body(summary) for summary in page],
+        "next_before": page[-1].job_id if len(summaries) > limit else None,
+    }
     return json_response(_list_schema.dump(body))
 
 

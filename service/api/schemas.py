@@ -29,6 +29,7 @@ from service.url_credentials import credentials_refusal, credentials_refusals, m
 
 __all__ = [
     "MAX_OFFSET",
+    "AuthSchema",
     "DeliverySchema",
     "EmptySchema",
     "ErrorSchema",
@@ -44,6 +45,7 @@ __all__ = [
     "ResultsPageSchema",
     "ResultsQuerySchema",
     "RetryAcceptedSchema",
+    "StatsSchema",
     "StatusSchema",
     "StoreErrorSchema",
     "Submission",
@@ -276,6 +278,8 @@ class PageQuerySchema(Schema):
 
     offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=MAX_OFFSET))
     limit = fields.Integer(validate=validate.Range(min=1))
+    # Only failed images, from image ``offset`` on (read through an index of failed images).
+    failed = fields.Boolean(load_default=False)
 
 
 # The assignment's three, and "cancelled" (POST /api/jobs/<id>/cancel).
@@ -343,6 +347,8 @@ class ImageResultSchema(Schema):
     error = fields.String(allow_none=True)
     # pending, measured, failed, or cancelled (its job was cancelled before it started).
     state = fields.String(validate=validate.OneOf(IMAGE_STATES))
+    # Its position among the job's images, in submission order (from 0).
+    index = fields.Integer()
 
 
 DELIVERY_STATES = [state.value for state in DeliveryState]
@@ -372,6 +378,9 @@ class JobDetailSchema(Schema):
     error = fields.List(fields.Nested(StoreErrorSchema))
     offset = fields.Integer(required=True)
     limit = fields.Integer(required=True)
+    # The offset of the next page (with failed=true, the index of the next failed image);
+    # null when this page is the last.
+    next_offset = fields.Integer(required=True, allow_none=True)
     results = fields.List(fields.Nested(ImageResultSchema), required=True)
     # null for a job submitted without callback_url.
     delivery = fields.Nested(DeliverySchema, allow_none=True)
@@ -386,6 +395,8 @@ class JobListQuerySchema(Schema):
 
     status = fields.String(validate=validate.OneOf(JOB_STATUSES))
     limit = fields.Integer(validate=validate.Range(min=1))
+    # The cursor: only jobs with ids below it (the previous page's next_before).
+    before = fields.Integer(validate=validate.Range(min=1, max=MAX_OFFSET))
 
 
 class JobListItemSchema(Schema):
@@ -400,6 +411,8 @@ class JobListSchema(Schema):
     """Recent jobs, newest first."""
 
     jobs = fields.List(fields.Nested(JobListItemSchema), required=True)
+    # What to pass as ``before`` for the next (older) page; null on the last page.
+    next_before = fields.Integer(required=True, allow_none=True)
 
 
 class ResultsQuerySchema(Schema):
@@ -443,6 +456,33 @@ class ReplicaListSchema(Schema):
     """The processes serving the job store; one, unless it is PostgreSQL."""
 
     replicas = fields.List(fields.Nested(ReplicaSchema), required=True)
+
+
+class StatsSchema(Schema):
+    """The service's figures for the dashboard: every live replica's on a shared store."""
+
+    # This replica's readiness, as /readyz; `reason` says why not.
+    ready = fields.Boolean(required=True)
+    reason = fields.String()
+    # [end of a 5-second bucket in Unix seconds, images settled per second in it], oldest
+    # first: the last five minutes.
+    images_per_second = fields.List(
+        fields.List(fields.Float(), validate=validate.Length(equal=2)), required=True
+    )
+    in_flight = fields.Integer(required=True)
+    queued = fields.Integer(required=True)
+    pending = fields.Integer(required=True)
+    # Failed images in the last five minutes, by kind (fetch, http_status, timeout, ...).
+    failures_by_kind = fields.Dict(keys=fields.String(), values=fields.Integer(), required=True)
+    replicas = fields.Integer(required=True)
+
+
+class AuthSchema(Schema):
+    """Whether the API needs a key: what a page asks before its first data call."""
+
+    key_required = fields.Boolean(required=True)
+    # Only when the request carried a key: whether it is the right one.
+    key_valid = fields.Boolean()
 
 
 class EmptySchema(Schema):

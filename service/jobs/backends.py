@@ -8,11 +8,12 @@ from service.jobs.claims import ClaimingQueue
 from service.jobs.memory_store import MemoryJobStore
 from service.jobs.postgres_store import PostgresJobStore
 from service.jobs.sqlite_store import SqliteJobStore
+from service.jobs.stats import Gauges, LocalStats, SharedStats, StatsSource, ThroughputMeter
 from service.jobs.store import JobStore
 from service.pipeline.fair_queue import FairQueue
 from service.replica import Replica
 
-__all__ = ["create_store", "create_work_queue"]
+__all__ = ["create_stats", "create_store", "create_work_queue"]
 
 
 def create_store(settings: StoreSettings, replica: Replica) -> JobStore:
@@ -55,3 +56,10 @@ def create_work_queue(
             heartbeat_every=settings.claim_timeout / 3,
         )
     return FairQueue()
+
+
+def create_stats(store: JobStore, meter: ThroughputMeter, gauges: Gauges) -> StatsSource:
+    """The service's figures: this process's, or on a shared store every live replica's."""
+    if isinstance(store, PostgresJobStore):
+        return SharedStats(meter, gauges, store)
+    return LocalStats(meter, gauges, store)

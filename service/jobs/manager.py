@@ -291,6 +291,13 @@ class JobManager:
         self._check_open()
         return await self._store.rows(job_id, offset, limit)
 
+    async def failed_rows(
+        self, job_id: int, offset: int, limit: int
+    ) -> tuple[JobSummary, list[ImageRow]] | None:
+        """Up to ``limit`` of the job's failed images, from image ``offset`` on."""
+        self._check_open()
+        return await self._store.failed_rows(job_id, offset, limit)
+
     async def recent(
         self, limit: int, status: JobStatus | None = None, before: int | None = None
     ) -> list[JobSummary]:

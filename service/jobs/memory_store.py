@@ -284,6 +284,12 @@ class MemoryJobStore:
         job = self._get(job_id)
         return (job.summary(), job.rows(offset, limit)) if job else None
 
+    async def failed_rows(
+        self, job_id: int, offset: int, limit: int
+    ) -> tuple[JobSummary, list[ImageRow]] | None:
+        job = self._get(job_id)
+        return (job.summary(), job.failed_rows(offset, limit)) if job else None
+
     async def recent(
         self, limit: int, status: JobStatus | None = None, before: int | None = None
     ) -> list[JobSummary]:

@@ -104,6 +104,8 @@ class ImageRow:
     perimeter: int | None
     error: str | None
     state: ImageState = ImageState.PENDING
+    # Its position among the job's images (submission order): where a filtered page goes on.
+    index: int = 0
 
 
 def image_state(width: int | None, error: str | None, status: JobStatus) -> ImageState:
@@ -319,12 +321,30 @@ class Job:
 
     def rows(self, offset: int, limit: int) -> list[ImageRow]:
         """Image results in submission order; unsettled images have no dimensions yet."""
-        rows: list[ImageRow] = []
         end = min(offset + limit, self.total)
-        if offset >= end:
+        return self._rows(range(offset, end)) if offset < end else []
+
+    def failed_rows(self, offset: int, limit: int) -> list[ImageRow]:
+        """Up to ``limit`` failed images from image ``offset`` on, in submission order.
+
+        A scan: the memory store has no index, and holds only test and benchmark jobs.
+        """
+        indexes: list[int] = []
+        for index in range(offset, self.total):
+            outcome = self.outcomes[index]
+            if outcome is not None and outcome.error is not None:
+                indexes.append(index)
+                if len(indexes) == limit:
+                    break
+        return self._rows(indexes)
+
+    def _rows(self, indexes: Sequence[int]) -> list[ImageRow]:
+        """The rows of ``indexes``, which must be ascending."""
+        rows: list[ImageRow] = []
+        if not indexes:
             return rows
-        visit_index = self.visit_at(offset)
-        for index in range(offset, end):
+        visit_index = self.visit_at(indexes[0])
+        for index in indexes:
             while (
                 visit_index + 1 < len(self.visits) and self.visit_starts[visit_index + 1] <= index
             ):
@@ -344,6 +364,7 @@ class Job:
                     perimeter=outcome.perimeter,
                     error=outcome.error,
                     state=image_state(outcome.width, outcome.error, self.status),
+                    index=index,
                 )
             )
         return rows

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -47,6 +48,7 @@ from service.jobs.model import (
 from service.jobs.queries import (
     CANCELLED,
     CLAIMED,
+    FAILED_ROWS,
     JOB_ERRORS,
     LATEST_DELIVERY,
     LIST_COLUMNS,
@@ -61,6 +63,7 @@ from service.jobs.queries import (
     summary,
 )
 from service.jobs.schema import migrations, newer_schema
+from service.jobs.stats import ReplicaStats
 from service.jobs.store import (
     CreatedJob,
     IdempotencyKey,
@@ -694,6 +697,15 @@ class PostgresJobStore:
         rows = await self._fetch(numbered(RESULT_ROWS), job_id, offset, limit)
         return found, [image_row(tuple(row), found.status) for row in rows]
 
+    async def failed_rows(
+        self, job_id: int, offset: int, limit: int
+    ) -> tuple[JobSummary, list[ImageRow]] | None:
+        found = await self.summary(job_id)
+        if found is None:
+            return None
+        rows = await self._fetch(numbered(FAILED_ROWS), job_id, offset, limit)
+        return found, [image_row(tuple(row), found.status) for row in rows]
+
     async def recent(
         self, limit: int, status: JobStatus | None = None, before: int | None = None
     ) -> list[JobSummary]:
@@ -747,6 +759,52 @@ class PostgresJobStore:
             return None
         delivery_id, state, attempts, last_error = rows[0]
         return DeliveryView(delivery_id, DeliveryState(state), attempts, last_error)
+
+    # -- the replicas' figures for GET /api/stats ---------------------------------
+
+    async def write_stats(self, stats: ReplicaStats) -> None:
+        """Replace this replica's row: one small upsert every 5 seconds."""
+        try:
+            await self._execute(
+                "INSERT INTO replica_stats (replica_id, series_end, series, in_flight, queued, "
+                f"failures, written_at) VALUES ($1, $2, $3, $4, $5, $6, {NOW}) "
+                "ON CONFLICT (replica_id) DO UPDATE SET series_end = excluded.series_end, "
+                "series = excluded.series, in_flight = excluded.in_flight, "
+                "queued = excluded.queued, failures = excluded.failures, "
+                "written_at = excluded.written_at",
+                self.replica.id,
+                stats.end,
+                list(stats.series),
+                stats.in_flight,
+                stats.queued,
+                json.dumps(stats.failures),
+            )
+        except asyncpg.exceptions.ForeignKeyViolationError:
+            # Presumed dead by another's heartbeat: listed again at its own next heartbeat,
+            # and its figures with the write after that.
+            log.info("this replica is not listed; its stats wait for its next heartbeat")
+
+    async def read_stats(self) -> tuple[list[ReplicaStats], int, int]:
+        """Live replicas' figures, how many replicas live, and the store's pending images."""
+        timeout = self._settings.claim_timeout
+        async with self._connection() as connection:
+            rows = await connection.fetch(
+                "SELECT s.series_end, s.series, s.in_flight, s.queued, s.failures, "
+                f"{NOW} - s.written_at FROM replica_stats s "
+                f"JOIN replicas r ON r.id = s.replica_id WHERE r.heartbeat_at > {NOW} - $1",
+                timeout,
+            )
+            counts = await connection.fetchrow(
+                f"SELECT (SELECT count(*) FROM replicas WHERE heartbeat_at > {NOW} - $1), "
+                "(SELECT COALESCE(SUM(total - done), 0) FROM jobs WHERE status = 'ongoing')",
+                timeout,
+            )
+        assert counts is not None
+        figures = [
+            ReplicaStats(end, tuple(series), in_flight, queued, json.loads(failures), age)
+            for end, series, in_flight, queued, failures, age in rows
+        ]
+        return figures, counts[0], counts[1]
 
     async def replicas(self) -> list[ReplicaRecord]:
         rows = await self._fetch(

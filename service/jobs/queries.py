@@ -14,6 +14,7 @@ from service.jobs.model import ImageRow, JobStatus, JobSummary, StoreError, imag
 __all__ = [
     "CANCELLED",
     "CLAIMED",
+    "FAILED_ROWS",
     "JOB_ERRORS",
     "JOB_SUMMARY",
     "LATEST_DELIVERY",
@@ -40,12 +41,18 @@ LIST_COLUMNS = "id, status, created_at, finished_at, total, done, failed, NULL, 
 
 JOB_SUMMARY = f"SELECT {SUMMARY_COLUMNS} FROM jobs WHERE id = ?"
 
-# One page of results: a range of the images' primary key, never an OFFSET scan.
-RESULT_ROWS = (
+_RESULT_COLUMNS = (
     "SELECT v.store_id, v.store_name, v.area_code, v.visit_time, i.url, "
-    "i.width, i.height, i.error FROM images i "
+    "i.width, i.height, i.error, i.idx FROM images i "
     "JOIN visits v ON v.job_id = i.job_id AND v.position = i.visit "
-    "WHERE i.job_id = ? AND i.idx >= ? ORDER BY i.idx LIMIT ?"
+)
+# One page of results: a range of the images' primary key, never an OFFSET scan.
+RESULT_ROWS = f"{_RESULT_COLUMNS}WHERE i.job_id = ? AND i.idx >= ? ORDER BY i.idx LIMIT ?"
+# A page of failed images only: a range of the partial index images_failed (job_id, idx)
+# WHERE error IS NOT NULL, so a page costs its rows however few of the job's images failed.
+FAILED_ROWS = (
+    f"{_RESULT_COLUMNS}WHERE i.job_id = ? AND i.idx >= ? AND i.error IS NOT NULL "
+    "ORDER BY i.idx LIMIT ?"
 )
 
 # Records a store's failure: the error names its first failing image in submission
@@ -109,8 +116,8 @@ def summary(row: Sequence[Any]) -> JobSummary:
 
 
 def image_row(row: Sequence[Any], status: JobStatus) -> ImageRow:
-    """A ``RESULT_ROWS`` row as an image result of a job in ``status``."""
-    store_id, store_name, area_code, visit_time, url, width, height, error = row
+    """A ``RESULT_ROWS`` (or ``FAILED_ROWS``) row as an image result of a job in ``status``."""
+    store_id, store_name, area_code, visit_time, url, width, height, error, index = row
     return ImageRow(
         store_id=store_id,
         store_name=store_name,
@@ -122,6 +129,7 @@ def image_row(row: Sequence[Any], status: JobStatus) -> ImageRow:
         perimeter=None if width is None or height is None else 2 * (width + height),
         error=error,
         state=image_state(width, error, status),
+        index=index,
     )
 
 

@@ -53,6 +53,7 @@ from service.jobs.model import (
 )
 from service.jobs.queries import (
     CANCELLED,
+    FAILED_ROWS,
     JOB_ERRORS,
     JOB_SUMMARY,
     LATEST_DELIVERY,
@@ -620,6 +621,15 @@ class SqliteJobStore:
         if summary is None:
             return None
         rows = self._query(RESULT_ROWS, (job_id, offset, limit))
+        return summary, [image_row(row, summary.status) for row in rows]
+
+    async def failed_rows(
+        self, job_id: int, offset: int, limit: int
+    ) -> tuple[JobSummary, list[ImageRow]] | None:
+        summary = await self.summary(job_id)
+        if summary is None:
+            return None
+        rows = self._query(FAILED_ROWS, (job_id, offset, limit))
         return summary, [image_row(row, summary.status) for row in rows]
 
     async def recent(

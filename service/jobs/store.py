@@ -197,6 +197,12 @@ class JobStore(Protocol):
     ) -> tuple[JobSummary, list[ImageRow]] | None:
         """A page of a job's results in submission order, from image ``offset``."""
 
+    async def failed_rows(
+        self, job_id: int, offset: int, limit: int
+    ) -> tuple[JobSummary, list[ImageRow]] | None:
+        """Up to ``limit`` of a job's failed images from image ``offset`` on, in submission
+        order; a database reads them through its index of failed images, not by a scan."""
+
     async def recent(
         self, limit: int, status: JobStatus | None = None, before: int | None = None
     ) -> list[JobSummary]:

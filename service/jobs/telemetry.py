@@ -6,6 +6,7 @@ import logging
 from collections.abc import Sequence
 
 from service.jobs.model import JobSummary
+from service.jobs.stats import ThroughputMeter
 from service.jobs.store import CreatedJob
 from service.metrics import Metrics, failure_label
 from service.outcomes import UNKNOWN_STORE_REASON, FailureKind
@@ -18,14 +19,16 @@ log = logging.getLogger("service.images")
 
 
 class JobTelemetry:
-    """A ``JobObserver``: counts jobs and images, and logs every failed image.
+    """A ``JobObserver``: counts jobs and images (and, given a meter, images per 5 seconds for
+    the dashboard), and logs every failed image.
 
     It runs inside the job manager actor, so it only does cheap, synchronous work:
     counters are bumped once per recorded batch, not once per image.
     """
 
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, meter: ThroughputMeter | None = None) -> None:
         self._metrics = metrics
+        self._meter = meter
 
     def job_created(self, created: CreatedJob) -> None:
         self._metrics.jobs_submitted.inc()
@@ -47,10 +50,14 @@ class JobTelemetry:
             label = failure_label(FailureKind.UNKNOWN_STORE, UNKNOWN_STORE_REASON)
             self._metrics.images_processed.labels("failed").inc(failed)
             self._metrics.image_failures.labels(label).inc(failed)
+            if self._meter is not None:
+                # Failures, but never processed: they stay out of images per second.
+                self._meter.record(0, {FailureKind.UNKNOWN_STORE.value: failed})
 
     def images_recorded(self, recorded: Sequence[SettledImage]) -> None:
         measured = 0
         failures: dict[str, int] = {}
+        kinds: dict[str, int] = {}
         for task, outcome in recorded:
             if outcome.error is None:
                 measured += 1
@@ -58,6 +65,7 @@ class JobTelemetry:
             kind = outcome.kind or FailureKind.INTERNAL
             label = failure_label(kind, outcome.error)
             failures[label] = failures.get(label, 0) + 1
+            kinds[kind.value] = kinds.get(kind.value, 0) + 1
             log.info(
                 "image failed",
                 extra={
@@ -75,6 +83,8 @@ class JobTelemetry:
             self._metrics.images_processed.labels("failed").inc(failed)
         for label, count in failures.items():
             self._metrics.image_failures.labels(label).inc(count)
+        if self._meter is not None:
+            self._meter.record(len(recorded), kinds)
 
     def job_finished(self, summary: JobSummary) -> None:
         self._metrics.jobs_finished.labels(summary.status.value).inc()

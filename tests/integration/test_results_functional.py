@@ -319,3 +319,41 @@ async def test_csv_export_cut_short_is_visibly_incomplete(
     await client.app[keys.JOB_MANAGER].close()
     with pytest.raises(aiohttp.ClientPayloadError):
         await response.read()
+
+
+async def test_job_list_pages_by_cursor(
+    make_client: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    client = await make_client(make_settings())
+    # Unknown stores: each job fails as it is created, nothing is fetched.
+    ids = [await submit(client, visit("NOPE", f"http://n.test/{n}")) for n in range(5)]
+    seen: list[int] = []
+    pages = 0
+    cursor: dict[str, str] = {"limit": "2"}
+    while True:
+        response = await client.get("/api/jobs", params=cursor)
+        assert response.status == 200
+        page = await response.json()
+        pages += 1
+        seen += [job["job_id"] for job in page["jobs"]]
+        if page["next_before"] is None:
+            break
+        assert page["next_before"] == page["jobs"][-1]["job_id"]
+        cursor = {"limit": "2", "before": str(page["next_before"])}
+    assert seen == ids[::-1]
+    assert pages == 3
+    # A job created after the first page never shifts the older pages.
+    await submit(client, visit("NOPE", "http://n.test/new"))
+    older = await (await client.get(f"/api/jobs?limit=2&before={ids[3]}")).json()
+    assert [job["job_id"] for job in older["jobs"]] == [ids[2], ids[1]]
+    # An exact last page says so: no empty page after it.
+    last = await (await client.get(f"/api/jobs?limit=2&before={ids[2]}")).json()
+    assert [job["job_id"] for job in last["jobs"]] == [ids[1], ids[0]]
+    assert last["next_before"] is None
+    # The cursor combines with the status filter.
+    failed = await (await client.get(f"/api/jobs?status=failed&before={ids[1]}")).json()
+    assert [job["job_id"] for job in failed["jobs"]] == [ids[0]]
+    for bad in ("before=0", "before=x", "before=-3", "before=9007199254740992"):
+        response = await client.get(f"/api/jobs?{bad}")
+        assert response.status == 400, bad
+        assert "before" in (await response.json())["error"]

@@ -1,0 +1,3 @@
+-- Nothing for SQLite: one process serves the file, so GET /api/stats answers from its
+-- memory. The number keeps both dialects' schema versions in step (PostgreSQL's 0005
+-- adds the replicas' figures).
