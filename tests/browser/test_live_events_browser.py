@@ -46,7 +46,6 @@ class StandIn:
         app = web.Application()
         app.add_routes(ui_routes)
         app.router.add_get("/api/auth", self.auth)
-        app.router.add_get("/api/openapi.json", self.openapi)
         app.router.add_get("/api/jobs", self.jobs)
         app.router.add_get("/api/events", self.events)
         return app
@@ -56,10 +55,6 @@ class StandIn:
         if "X-API-Key" in request.headers:
             body["key_valid"] = request.headers["X-API-Key"] == KEY
         return web.json_response(body)
-
-    async def openapi(self, request: web.Request) -> web.Response:
-        paths = {"/api/events": {"get": {}}} if self.stream else {"/api/jobs": {"get": {}}}
-        return web.json_response({"openapi": "3.0.3", "paths": paths})
 
     async def jobs(self, request: web.Request) -> web.Response:
         assert request.headers.get("X-API-Key") == KEY
@@ -71,6 +66,9 @@ class StandIn:
         self.streams.append(
             {"key": request.headers.get("X-API-Key", ""), "query": request.query_string}
         )
+        if not self.stream:
+            # As the service refuses a stream past max_event_streams.
+            raise web.HTTPServiceUnavailable(headers={"Retry-After": "1"})
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         while True:
@@ -189,7 +187,7 @@ async def test_the_parsers_take_what_a_stream_and_a_spreadsheet_send(
     assert "missing: image_url, visit_time" in visits["missing"]
 
 
-async def test_without_a_stream_the_page_polls_at_most_once_a_second(
+async def test_refused_a_stream_the_page_polls_at_most_once_a_second(
     aiohttp_server: Any, open_dashboard: Callable[..., Any]
 ) -> None:
     stand_in = StandIn(stream=False)
@@ -208,4 +206,8 @@ async def test_without_a_stream_the_page_polls_at_most_once_a_second(
     gaps = [later - earlier for earlier, later in itertools.pairwise(stand_in.list_times)]
     assert len(gaps) >= 2
     assert min(gaps[1:]) >= 0.9, gaps
-    assert stand_in.streams == []
+    # It asked for the stream first, and polls because it was refused.
+    assert stand_in.streams[0] == {"key": KEY, "query": ""}
+    # Chromium logs each refused request; nothing else may reach the console.
+    assert [line for line in dashboard.console_errors if "503" not in line] == []
+    dashboard.console_errors.clear()

@@ -162,10 +162,9 @@ export class LiveFeed {
     this.emit("mode", mode);
   }
 
-  async start() {
+  start() {
     this.stopped = false;
-    if (await this.hasStream()) this.connect();
-    else this.poll();
+    this.connect();
   }
 
   stop() {
@@ -175,19 +174,6 @@ export class LiveFeed {
     clearTimeout(this.timer);
     this.timer = null;
     this.setMode("off");
-  }
-
-  // The OpenAPI document lists the routes: asking it costs no 404 in the console when
-  // this service has no event stream.
-  async hasStream() {
-    try {
-      const response = await fetch("/api/openapi.json");
-      if (!response.ok) return false;
-      const document = await response.json();
-      return Boolean(document.paths && document.paths["/api/events"]);
-    } catch {
-      return false;
-    }
   }
 
   poll() {
