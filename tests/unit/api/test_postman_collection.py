@@ -11,11 +11,14 @@ import pytest
 from marshmallow import Schema
 
 from service.api.schemas import (
+    AuthSchema,
     ErrorSchema,
     HealthSchema,
     JobCreatedSchema,
     JobDetailSchema,
+    JobListSchema,
     RetryAcceptedSchema,
+    StatsSchema,
     StatusSchema,
     SubmitSchema,
 )
@@ -76,8 +79,14 @@ def _response_schema(path: str, code: int) -> Schema | None:
         return RetryAcceptedSchema()
     if path.startswith("/api/jobs/"):
         return JobDetailSchema()
-    assert path == "/healthz", f"no schema known for {path}"
-    return HealthSchema()
+    other: dict[str, Schema] = {
+        "/api/jobs": JobListSchema(),
+        "/api/auth": AuthSchema(),
+        "/api/stats": StatsSchema(),
+        "/healthz": HealthSchema(),
+    }
+    assert path in other, f"no schema known for {path}"
+    return other[path]
 
 
 def test_collection_is_v21_and_every_url_uses_base_url() -> None:
