@@ -17,16 +17,11 @@ from aiohttp import hdrs
 from yarl import URL
 
 from service.config import DownloadSettings
-from service.net.address_policy import (
-    AddressPolicy,
-    GuardedResolver,
-    destination_guard,
-    guarded_socket_factory,
-    refusal_behind,
-)
+from service.net.address_policy import AddressPolicy, refusal_behind
 from service.net.byte_budget import ByteLease
 from service.net.circuit_breaker import CircuitBreaker, origin_key
 from service.net.circuit_waits import CircuitWaits
+from service.net.guarded_session import guarded_session
 from service.net.retry import RETRYABLE_STATUSES, RetryPolicy, parse_retry_after
 from service.outcomes import FailureKind
 from service.url_credentials import mask_credentials
@@ -37,7 +32,6 @@ __all__ = [
     "Downloader",
     "FetchError",
     "RetryLater",
-    "address_policy_from",
     "create_client_session",
 ]
 
@@ -116,46 +110,23 @@ class _Transient(Exception):
         self.host_unwell = host_unwell
 
 
-def address_policy_from(settings: DownloadSettings) -> AddressPolicy:
-    return AddressPolicy(
-        allow_private_networks=settings.allow_private_networks,
-        allowed_hosts=tuple(host.lower().rstrip(".") for host in settings.allowed_hosts),
-    )
-
-
 def create_client_session(
     settings: DownloadSettings,
     *,
     policy: AddressPolicy | None = None,
     resolver: aiohttp.abc.AbstractResolver | None = None,
 ) -> aiohttp.ClientSession:
-    """The shared session; every connection it opens, on every hop, passes the address policy.
+    """The downloads' shared session, under the address policy (``guarded_session``).
 
     ``policy`` and ``resolver`` (the one wrapped by the guard) are for tests.
     """
-    policy = policy if policy is not None else address_policy_from(settings)
-    connector = aiohttp.TCPConnector(
+    return guarded_session(
+        settings,
         limit=settings.max_in_flight,
-        ttl_dns_cache=60,
-        resolver=GuardedResolver(policy, resolver),
-        # aiohttp skips the resolver for IP-literal hosts; this checks every socket.
-        socket_factory=guarded_socket_factory(policy),
-    )
-    timeout = aiohttp.ClientTimeout(
-        total=settings.total_timeout,
-        connect=settings.connect_timeout,
-        # sock_read bounds the gap between chunks, so a host trickling bytes stalls out.
-        sock_read=settings.read_timeout,
-    )
-    return aiohttp.ClientSession(
-        connector=connector,
-        timeout=timeout,
         headers={"User-Agent": "retail-pulse/0.1", "Accept": "image/*"},
-        raise_for_status=False,
-        # One session serves every job: a cookie one image host sets must not
-        # ride along on later downloads for other clients.
-        cookie_jar=aiohttp.DummyCookieJar(),
-        middlewares=(destination_guard(policy),),
+        dns_cache_seconds=60,
+        policy=policy,
+        resolver=resolver,
     )
 
 

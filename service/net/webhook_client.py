@@ -18,14 +18,8 @@ import aiohttp
 from aiohttp.abc import AbstractResolver
 
 from service.config import DownloadSettings
-from service.net.address_policy import (
-    AddressPolicy,
-    GuardedResolver,
-    destination_guard,
-    guarded_socket_factory,
-    refusal_behind,
-)
-from service.net.downloader import address_policy_from
+from service.net.address_policy import AddressPolicy, refusal_behind
+from service.net.guarded_session import guarded_session
 from service.url_credentials import mask_credentials
 
 __all__ = ["PostResult", "WebhookClient", "create_webhook_session"]
@@ -53,26 +47,14 @@ def create_webhook_session(
 
     ``policy`` and ``resolver`` (the one the guard wraps) are for tests.
     """
-    policy = policy if policy is not None else address_policy_from(settings)
-    connector = aiohttp.TCPConnector(
+    return guarded_session(
+        settings,
         limit=limit,
-        resolver=GuardedResolver(policy, resolver),
-        # aiohttp skips the resolver for IP-literal hosts; this checks every socket.
-        socket_factory=guarded_socket_factory(policy),
-    )
-    timeout = aiohttp.ClientTimeout(
-        total=settings.total_timeout,
-        connect=settings.connect_timeout,
-        sock_read=settings.read_timeout,
-    )
-    return aiohttp.ClientSession(
-        connector=connector,
-        timeout=timeout,
         headers={"User-Agent": USER_AGENT},
-        raise_for_status=False,
-        # Receivers belong to different clients: none may set a cookie for the next.
-        cookie_jar=aiohttp.DummyCookieJar(),
-        middlewares=(destination_guard(policy),),
+        # aiohttp's default: deliveries are few, and a receiver may move.
+        dns_cache_seconds=10,
+        policy=policy,
+        resolver=resolver,
     )
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from service.config import ConfigError, Settings, load_config
-from service.net.downloader import address_policy_from
+from service.net.guarded_session import address_policy_from
 
 
 def test_defaults_block_private_networks_and_allow_any_public_host() -> None:
