@@ -89,6 +89,7 @@ class ConnectionSettings:
     """Client connections to the HTTP API: how long each may take, and how many at once."""
 
     header_timeout: float
+    body_timeout: float
     keepalive_timeout: float
     max_connections: int
 
@@ -251,6 +252,7 @@ class Settings:
     ready_stall_timeout: float = _setting(60.0, _positive)
     event_loop: str = _setting("auto", _one_of("auto", "asyncio", "uvloop"))
     header_timeout: float = _setting(10.0, _positive)
+    body_timeout: float = _setting(60.0, _positive)
     keepalive_timeout: float = _setting(15.0, _positive)
     max_connections: int = _setting(10_000, _positive)
 

@@ -4,13 +4,15 @@ aiohttp's server applies no timeout to a request's line and headers, and by defa
 keeps even a connection that never sent a byte for an hour. ``ServiceRunner`` serves
 the app through ``GuardedRequestHandler``, a ``web.RequestHandler`` that answers 408
 and closes when the headers do not arrive within ``header_timeout``, and that refuses
-connections past ``max_connections``.
+connections past ``max_connections``. The body's deadline (``body_timeout``) is the
+submit handler's; this handler only lets that 408 close without reading on.
 
 The hook leans on aiohttp internals, each pinned by
 ``tests/integration/test_connections_functional.py``: ``BaseRunner._make_server``
 (the abstract method every runner implements), ``web.Server._kwargs`` (the handler
 arguments), ``RequestHandler._waiter`` (pending exactly while the handler waits for a
-request, as aiohttp's own keep-alive timer reads it), and that the server's request
+request, as aiohttp's own keep-alive timer reads it), ``RequestHandler._lingering_time``
+(read after each response whose body was left unfinished), and that the server's request
 factory runs once a request's headers are parsed, before its body is read.
 """
 
@@ -183,6 +185,14 @@ class GuardedRequestHandler(web.RequestHandler):
     def headers_received(self) -> None:
         """The request's line and headers are in; the body is not the timer's business."""
         self._stop_header_timer()
+
+    def close_without_reading_the_rest(self) -> None:
+        """Close once the response in hand is sent, leaving the rest of the body unread.
+
+        aiohttp would otherwise read an unfinished body for up to ``lingering_time`` (10 s)
+        before it closes: time a client that stalled its upload would keep the connection.
+        """
+        self._lingering_time = 0.0
 
     def _waiting_for_request(self) -> bool:
         waiter = self._waiter

@@ -10,6 +10,7 @@ __all__ = [
     "ExpectationFailed",
     "NotFound",
     "PayloadTooLarge",
+    "RequestTimeout",
     "Unauthorized",
     "UnsupportedMediaType",
 ]
@@ -19,6 +20,8 @@ class ApiError(Exception):
     """Rendered by the error middleware as ``{"error": message, ...}``."""
 
     status = 500
+    # True when the connection cannot carry another request after this answer.
+    closes_connection = False
 
     def __init__(
         self, message: str, *, details: Any = None, headers: dict[str, str] | None = None
@@ -43,6 +46,13 @@ class NotFound(ApiError):
 
 class ExpectationFailed(ApiError):
     status = 417
+
+
+class RequestTimeout(ApiError):
+    """The body did not arrive in time; what is left of it would be read as the next request."""
+
+    status = 408
+    closes_connection = True
 
 
 class PayloadTooLarge(ApiError):

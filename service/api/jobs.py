@@ -10,8 +10,15 @@ from typing import Any
 from aiohttp import HttpVersion11, hdrs, web
 
 from service.api import keys
+from service.api.connections import GuardedRequestHandler
 from service.api.content_coding import decode_body, request_coding
-from service.api.errors import BadRequest, ExpectationFailed, NotFound, PayloadTooLarge
+from service.api.errors import (
+    BadRequest,
+    ExpectationFailed,
+    NotFound,
+    PayloadTooLarge,
+    RequestTimeout,
+)
 from service.api.idempotency import REPLAYED_HEADER, has_idempotency_key, idempotency_key
 from service.api.json_body import json_response
 from service.api.middlewares import error_response
@@ -47,11 +54,23 @@ _page_query_schema = PageQuerySchema()
 async def _read_json_object(request: web.Request) -> tuple[dict[str, Any], int]:
     """The body as a JSON object, and its decoded size in bytes (chunked bodies have no
     Content-Length)."""
-    limit = request.app[keys.SETTINGS].max_body_bytes
+    settings = request.app[keys.SETTINGS]
+    limit = settings.max_body_bytes
     # Before the body is read: an unsupported coding is refused whatever it holds.
     coding = request_coding(request.headers.getall(hdrs.CONTENT_ENCODING, ()))
+    timeout = settings.connections.body_timeout
     try:
-        raw = await request.read()
+        # One deadline for the whole body: a client trickling bytes gets no more time.
+        async with asyncio.timeout(timeout):
+            raw = await request.read()
+    except TimeoutError:
+        log.info(
+            "request body not received in time",
+            extra={"remote": request.remote, "content_length": request.content_length},
+        )
+        if isinstance(request.protocol, GuardedRequestHandler):
+            request.protocol.close_without_reading_the_rest()
+        raise RequestTimeout(f"request body not received within {timeout:g} s") from None
     except web.HTTPRequestEntityTooLarge:
         raise PayloadTooLarge(f"request body larger than {limit} bytes") from None
     except ConnectionResetError:

@@ -35,9 +35,12 @@ def error_body(message: str, details: object = None) -> dict[str, object]:
 
 def error_response(exc: ApiError) -> web.Response:
     """The JSON answer to ``exc``; also for what answers before the middlewares run."""
-    return web.json_response(
+    response = web.json_response(
         error_body(exc.message, exc.details), status=exc.status, headers=exc.headers
     )
+    if exc.closes_connection:
+        response.force_close()
+    return response
 
 
 @web.middleware

@@ -216,6 +216,10 @@ def _operations(settings: Settings) -> dict[str, dict[str, Any]]:
                     },
                 },
                 "400": _ERROR_400,
+                "408": _json(
+                    ErrorSchema,
+                    "The body did not arrive within `body_timeout`; the connection is closed.",
+                ),
                 "413": _json(ErrorSchema, "The request body is too large."),
                 "415": _json(
                     ErrorSchema,

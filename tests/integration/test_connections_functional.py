@@ -1,4 +1,4 @@
-"""Client connections over raw sockets: header timeout (408), keep-alive timeout, the cap.
+"""Client connections over raw sockets: header and body timeouts (408), keep-alive timeout, the cap.
 
 The service runs on ``create_runner``, the runner ``serve`` uses, on 127.0.0.1. The
 timeouts are shrunk; the only timing asserted is "before a generous deadline".
@@ -187,6 +187,47 @@ async def test_a_steady_request_whose_body_takes_longer_than_the_header_timeout_
             await asyncio.sleep(0.1)
         status, answer = await read_response(reader)
     assert status == 201, answer
+
+
+SUBMIT_HEAD = (
+    b"POST /api/submit HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    b"Content-Length: 1000\r\n\r\n"
+)
+
+
+async def test_a_body_that_stops_midway_gets_408_and_the_connection_is_closed(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings(body_timeout=0.5, keepalive_timeout=60.0)
+    async with serving(settings) as runner, connection(runner) as (reader, writer):
+        writer.write(SUBMIT_HEAD + b'{"count": 1, "visits": [')
+        answer = await read_until_closed(reader)
+    assert status_and_body(answer) == (408, {"error": "request body not received within 0.5 s"})
+
+
+async def test_a_body_trickling_in_is_cut_at_the_body_timeout_however_steady(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings(body_timeout=0.5, keepalive_timeout=60.0)
+
+    async def trickle(writer: asyncio.StreamWriter) -> None:
+        # A byte every 50 ms: 1,000 bytes would take 50 s, and each byte resets no timer.
+        with contextlib.suppress(ConnectionError):
+            for _ in range(1000):
+                writer.write(b" ")
+                await writer.drain()
+                await asyncio.sleep(0.05)
+
+    async with serving(settings) as runner, connection(runner) as (reader, writer):
+        writer.write(SUBMIT_HEAD)
+        sender = asyncio.create_task(trickle(writer))
+        try:
+            answer = await read_until_closed(reader)
+        finally:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sender
+    assert status_and_body(answer) == (408, {"error": "request body not received within 0.5 s"})
 
 
 async def test_an_idle_kept_alive_connection_is_closed_after_keepalive_timeout(
