@@ -178,7 +178,9 @@ async def webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
         limit=settings.webhook_max_in_flight,
         resolver=app.get(keys.WEBHOOK_RESOLVER),
     )
-    worker = WebhookWorker(app[keys.JOB_STORE], WebhookClient(session), settings.webhooks)
+    worker = WebhookWorker(
+        app[keys.JOB_STORE], WebhookClient(session), settings.webhooks, metrics=app[keys.METRICS]
+    )
     app[keys.WEBHOOKS] = worker
     worker.start()
     try:

@@ -19,6 +19,7 @@ from service.outcomes import FailureKind
 __all__ = [
     "CONTENT_TYPE_LATEST",
     "FAILURE_CATEGORIES",
+    "WEBHOOK_OUTCOMES",
     "Metrics",
     "failure_label",
 ]
@@ -48,6 +49,9 @@ FAILURE_CATEGORIES = (
     "unknown_store",
     "other",
 )
+
+# What one webhook attempt ended in: "retrying" failed, and the delivery is due again.
+WEBHOOK_OUTCOMES = ("delivered", "retrying", "given_up")
 
 # Failure kinds -> the failure counter's label values. The labels predate the kinds
 # and operators' alerts match them, so they stay; an HTTP status splits by its class.
@@ -217,6 +221,13 @@ class Metrics:
             "Event streams answered 503: max_event_streams were open.",
             registry=registry,
         )
+        self.webhook_attempts = Counter(
+            "retail_pulse_webhook_attempts",
+            "Webhook delivery attempts by outcome: delivered, retrying (failed, due again) "
+            "or given_up.",
+            ["outcome"],
+            registry=registry,
+        )
         self.replica_info = Gauge(
             "retail_pulse_replica_info",
             "This process among the replicas of one job store (always 1).",
@@ -231,6 +242,8 @@ class Metrics:
             self.images_processed.labels(outcome)
         for category in FAILURE_CATEGORIES:
             self.image_failures.labels(category)
+        for outcome in WEBHOOK_OUTCOMES:
+            self.webhook_attempts.labels(outcome)
 
     def watch_pipeline(self, pipeline: _Pipeline) -> None:
         """Read the pipeline's gauges at scrape time instead of on every image."""

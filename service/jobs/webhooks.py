@@ -30,6 +30,7 @@ from service.errors import StoreUnavailable
 from service.jobs.deliveries import Delivery, DeliveryOutcome, DeliveryState
 from service.jobs.model import JobSummary
 from service.jobs.store import CreatedJob, JobStore
+from service.metrics import Metrics
 from service.pipeline.flow import SettledImage
 from service.url_credentials import mask_credentials
 
@@ -84,6 +85,14 @@ def retry_delay(attempts: int, base: float, cap: float) -> float:
     return min(cap, base * 2.0 ** min(attempts - 1, 64))
 
 
+# The attempt counter's label for the state an attempt left its delivery in.
+_OUTCOME_LABELS = {
+    DeliveryState.DELIVERED: "delivered",
+    DeliveryState.PENDING: "retrying",
+    DeliveryState.GIVEN_UP: "given_up",
+}
+
+
 class WebhookWorker:
     """Attempts due deliveries, at most ``webhook_max_in_flight`` at once.
 
@@ -99,8 +108,10 @@ class WebhookWorker:
         *,
         poll_every: float = POLL_EVERY,
         clock: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
     ) -> None:
         self._store = store
+        self._metrics = metrics
         self._sender = sender
         self._secret = settings.webhook_secret
         self._max_attempts = settings.webhook_max_attempts
@@ -196,6 +207,8 @@ class WebhookWorker:
         if not written:
             return
         self._log(delivery, outcome)
+        if self._metrics is not None:
+            self._metrics.webhook_attempts.labels(_OUTCOME_LABELS[outcome.state]).inc()
         if outcome.retry_in is not None and self._task is not None:
             # Due again then: look for it at that moment rather than at the next poll.
             asyncio.get_running_loop().call_later(outcome.retry_in, self._wake.set)

@@ -3,7 +3,9 @@ signed deliveries, retries, refused destinations, a new delivery per run, the su
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
@@ -83,6 +85,24 @@ async def settled_delivery(client: Client, job_id: int) -> dict[str, Any]:
     return await eventually(probe, within=15)
 
 
+async def attempts_counted(client: Client, expected: dict[str, float]) -> dict[str, float]:
+    """``retail_pulse_webhook_attempts_total`` by outcome, once it shows ``expected``
+    (an attempt is counted just after its outcome is committed), or as it last was."""
+    pattern = r'(?m)^retail_pulse_webhook_attempts_total\{outcome="(\w+)"\} (\S+)$'
+    counted: dict[str, float] = {}
+
+    async def probe() -> bool | None:
+        nonlocal counted
+        async with client.get("/metrics") as response:
+            text = await response.text()
+        counted = {outcome: float(value) for outcome, value in re.findall(pattern, text)}
+        return True if counted == expected else None
+
+    with contextlib.suppress(AssertionError):
+        await eventually(probe, within=5)
+    return counted
+
+
 def documented_verify() -> Callable[[str, str, bytes], bool]:
     """The receiver's check as docs/api.md shows it (its Webhooks section's Python block)."""
     section = DOCS_API.read_text(encoding="utf-8").split("\n## Webhooks\n", 1)[1]
@@ -122,6 +142,8 @@ async def test_a_receiver_that_fails_twice_then_accepts_gets_three_signed_attemp
         "attempts": 3,
         "last_error": None,
     }
+    expected = {"delivered": 1.0, "retrying": 2.0, "given_up": 0.0}
+    assert await attempts_counted(client, expected) == expected
 
     now = time.time()
     verify = documented_verify()
@@ -168,6 +190,8 @@ async def test_a_delivery_is_given_up_after_webhook_max_attempts(
         "HTTP 404",
     )
     assert len(receiver.calls) == 3
+    expected = {"delivered": 0.0, "retrying": 2.0, "given_up": 1.0}
+    assert await attempts_counted(client, expected) == expected
 
 
 async def test_a_redirect_is_a_failed_attempt_and_is_not_followed(
