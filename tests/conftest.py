@@ -91,6 +91,17 @@ async def postgres_url() -> AsyncIterator[str]:
         yield url
 
 
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+async def any_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """The job store's URL, once per kind of store; a PostgreSQL one is a fresh database."""
+    if request.param == "postgres":
+        request.applymarker(pytest.mark.postgres)
+        async for url in fresh_database():
+            yield url
+        return
+    yield "memory" if request.param == "memory" else f"sqlite:///{tmp_path / 'jobs.db'}"
+
+
 @pytest.fixture
 def settings(make_settings: Callable[..., Settings]) -> Settings:
     return make_settings()

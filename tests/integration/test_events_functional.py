@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -16,7 +15,6 @@ from service.config import Settings
 from tests.support.image_host import ImageHost
 from tests.support.jobs import submit, visit
 from tests.support.polling import eventually, wait_for_status
-from tests.support.postgres import fresh_database
 from tests.support.sse import Block, SseReader
 
 Client = TestClient[Any, Any]
@@ -24,22 +22,12 @@ Client = TestClient[Any, Any]
 PROGRESS_INTERVAL = 0.25
 
 
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "postgres":
-        request.applymarker(pytest.mark.postgres)
-        async for url in fresh_database():
-            yield url
-        return
-    yield "memory" if request.param == "memory" else f"sqlite:///{tmp_path / 'jobs.db'}"
-
-
 @pytest.fixture
 def start(
-    database_url: str, make_client: Callable[..., Any], make_settings: Callable[..., Settings]
+    any_store_url: str, make_client: Callable[..., Any], make_settings: Callable[..., Settings]
 ) -> Callable[..., Any]:
     async def start(**overrides: Any) -> Client:
-        client: Client = await make_client(make_settings(database_url=database_url, **overrides))
+        client: Client = await make_client(make_settings(database_url=any_store_url, **overrides))
         return client
 
     return start

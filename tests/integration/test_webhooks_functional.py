@@ -7,7 +7,7 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,6 @@ from tests.support.image_host import ImageHost
 from tests.support.images import make_image
 from tests.support.jobs import payload, post_job, submit, visit
 from tests.support.polling import eventually
-from tests.support.postgres import fresh_database
 from tests.support.receivers import Receiver, reference_verify
 from tests.support.resolvers import StubResolver
 
@@ -41,23 +40,13 @@ FAST = {
 }
 
 
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "postgres":
-        request.applymarker(pytest.mark.postgres)
-        async for url in fresh_database():
-            yield url
-        return
-    yield "memory" if request.param == "memory" else f"sqlite:///{tmp_path / 'jobs.db'}"
-
-
 @pytest.fixture
 def start(
-    database_url: str, make_client: Callable[..., Any], make_settings: Callable[..., Settings]
+    any_store_url: str, make_client: Callable[..., Any], make_settings: Callable[..., Settings]
 ) -> Callable[..., Any]:
     async def start(**overrides: Any) -> Client:
         values = {**FAST, **overrides}
-        client: Client = await make_client(make_settings(database_url=database_url, **values))
+        client: Client = await make_client(make_settings(database_url=any_store_url, **values))
         return client
 
     return start
