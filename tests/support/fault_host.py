@@ -65,6 +65,7 @@ class FaultHost:
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
+        self._closing = False
 
     @property
     def port(self) -> int:
@@ -80,6 +81,7 @@ class FaultHost:
         return self
 
     async def close(self) -> None:
+        self._closing = True
         if self._server is not None:
             self._server.close()
         # Dropping the connections ends every handler (never, trickle, stream) with an error.
@@ -90,6 +92,10 @@ class FaultHost:
             await self._server.wait_closed()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._closing:
+            # Accepted just before the close, but started after it had dropped the rest.
+            writer.transport.abort()
+            return
         task = asyncio.current_task()
         assert task is not None
         self._handlers.add(task)
