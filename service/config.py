@@ -163,6 +163,7 @@ class JobSettings:
     max_finished_jobs: int
     shutdown_grace: float
     unsaved_results_limit: int
+    status_refresh: float
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -314,6 +315,7 @@ class Settings:
     database_connect_timeout: float = _setting(30.0, _non_negative)
     database_pool_size: int = _setting(10, _positive)
     claim_timeout: float = _setting(30.0, _positive)
+    status_refresh: float = _setting(0.1, _non_negative)
     replica_name: str = _setting("")
     # Empty disables the check. repr=False keeps the key out of logs and tracebacks.
     api_key: str = field(default="", repr=False, metadata={"check": None})

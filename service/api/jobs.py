@@ -150,7 +150,7 @@ async def submit_job(request: web.Request) -> web.Response:
 async def job_status(request: web.Request) -> web.Response:
     # The assignment's contract: any missing, malformed or unknown id is 400 {}.
     job_id = parse_job_id(request.query.get("jobid"))
-    summary = await request.app[keys.JOB_MANAGER].summary(job_id) if job_id else None
+    summary = await request.app[keys.JOB_MANAGER].status(job_id) if job_id else None
     if summary is None:
         return json_response({}, status=400)
     # Built directly rather than through StatusSchema.dump (which documents it): the

@@ -28,6 +28,7 @@ from service.errors import JobError, ServiceError, ShuttingDown, StoreUnavailabl
 from service.jobs.deliveries import DeliveryView
 from service.jobs.memory_store import overloaded
 from service.jobs.model import ImageRow, JobStatus, JobSummary, Visit
+from service.jobs.status_snapshot import StatusSnapshot
 from service.jobs.store import CreatedJob, IdempotencyKey, JobStore
 from service.outcomes import SHUTDOWN_REASON, FailureKind, ImageOutcome
 from service.pipeline.fair_queue import ImageTask
@@ -136,6 +137,12 @@ class JobManager:
         self._max_pending = settings.max_pending_images
         self._unsaved_limit = settings.unsaved_results_limit
         self._sweep_interval = min(settings.job_ttl, MAX_SWEEP_INTERVAL)
+        # A shared store answers every read with a query; status polls share one instead.
+        self._snapshot = (
+            StatusSnapshot(store, settings.status_refresh)
+            if store.shared and settings.status_refresh > 0
+            else None
+        )
         self._inbox: asyncio.Queue[_Message | object] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -164,6 +171,8 @@ class JobManager:
                 log.info("resumed unfinished jobs", extra={"images": resumed})
         self._task = asyncio.create_task(self._run(), name="job-manager")
         self._sweeper = asyncio.create_task(self._sweep_periodically(), name="job-sweeper")
+        if self._snapshot is not None:
+            self._snapshot.start()
 
     async def close(self) -> None:
         """Stop after the messages already queued; later questions get ``ShuttingDown``."""
@@ -174,6 +183,8 @@ class JobManager:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)
             self._sweeper = None
+        if self._snapshot is not None:
+            await self._snapshot.close()
         if self._unsaved_retry is not None:
             self._unsaved_retry.cancel()
         self._inbox.put_nowait(_STOP)
@@ -284,6 +295,14 @@ class JobManager:
     async def summary(self, job_id: int) -> JobSummary | None:
         self._check_open()
         return await self._store.summary(job_id)
+
+    async def status(self, job_id: int) -> JobSummary | None:
+        """The summary for a status poll. On a shared store, a job that just ended may
+        still read as ongoing, for up to about ``status_refresh`` (see ``StatusSnapshot``)."""
+        self._check_open()
+        if self._snapshot is None:
+            return await self._store.summary(job_id)
+        return await self._snapshot.summary(job_id)
 
     async def rows(
         self, job_id: int, offset: int, limit: int
@@ -426,6 +445,8 @@ class JobManager:
 
     async def _cancel(self, job_id: int) -> JobSummary:
         summary = await self._store.cancel(job_id)
+        if self._snapshot is not None:
+            self._snapshot.forget(job_id)
         self._queue.remove(job_id)
         self._update_all_settled()
         log.info(
