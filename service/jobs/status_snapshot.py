@@ -8,7 +8,7 @@ poll of one of them is answered from that copy at once.
 Only "ongoing" is answered from the copy. A job the copy does not hold, or one it last
 saw end, is read from the store: a job retried on another replica is never shown as
 ended from an old read. The price: a job that ended may show "ongoing" for about
-``status_refresh`` longer. A cancel or retry through this process drops the job's copy.
+``status_refresh`` longer. A cancel through this process drops the job's copy.
 """
 
 from __future__ import annotations
@@ -33,10 +33,11 @@ WATCH_SECONDS = 10.0
 MAX_WATCHED = 10_000
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Copy:
     read_at: float  # when the read that returned it began
     summary: JobSummary
+    polled_at: float
 
 
 class StatusSnapshot:
@@ -55,8 +56,7 @@ class StatusSnapshot:
         self._max_age = 2 * refresh
         self._clock = clock
         self._copies: dict[int, _Copy] = {}
-        self._polled: dict[int, float] = {}
-        # When a cancel or retry through this process last changed the job: a read begun
+        # When a cancel through this process last changed the job: a read begun
         # earlier may predate the change, and is not kept.
         self._changed: dict[int, float] = {}
         self._task: asyncio.Task[None] | None = None
@@ -76,30 +76,29 @@ class StatusSnapshot:
         now = self._clock()
         copy = self._copies.get(job_id)
         if copy is not None and now - copy.read_at <= self._max_age:
-            self._polled[job_id] = now
+            copy.polled_at = now
             return copy.summary
         found = await self._store.summary(job_id)
         self._keep(job_id, now, found)
-        if job_id in self._copies:
-            self._polled[job_id] = now
+        if (kept := self._copies.get(job_id)) is not None:
+            kept.polled_at = now
         return found
 
     def forget(self, job_id: int) -> None:
-        """This process changed the job (cancel, retry): read it afresh at the next poll."""
+        """This process changed the job (a cancel): read it afresh at the next poll."""
         self._copies.pop(job_id, None)
         self._changed[job_id] = self._clock()
 
     async def refresh(self) -> None:
         """Read every job polled within ``WATCH_SECONDS`` that was last seen ongoing."""
         now = self._clock()
-        for job_id, polled in list(self._polled.items()):
-            if now - polled > WATCH_SECONDS:
-                del self._polled[job_id]
-                self._copies.pop(job_id, None)
+        for job_id, copy in list(self._copies.items()):
+            if now - copy.polled_at > WATCH_SECONDS:
+                del self._copies[job_id]
         for job_id, changed in list(self._changed.items()):
             if now - changed > self._max_age:
                 del self._changed[job_id]
-        watched = [job_id for job_id in self._polled if job_id in self._copies]
+        watched = list(self._copies)
         if not watched:
             return
         found = {summary.job_id: summary for summary in await self._store.summaries(watched)}
@@ -114,9 +113,10 @@ class StatusSnapshot:
             return  # the read may predate this process's own change
         if found is None or found.status is not JobStatus.ONGOING:
             self._copies.pop(job_id, None)
-            self._polled.pop(job_id, None)
-        elif held is not None or len(self._copies) < MAX_WATCHED:
-            self._copies[job_id] = _Copy(read_at, found)
+        elif held is not None:
+            held.read_at, held.summary = read_at, found
+        elif len(self._copies) < MAX_WATCHED:
+            self._copies[job_id] = _Copy(read_at, found, polled_at=read_at)
 
     async def _refresh_periodically(self) -> None:
         while True:
